@@ -1,0 +1,19 @@
+"Shared pytest setup: offline, CPU, small thread counts, and fixtures for the real sample data."
+import os
+os.environ.setdefault('HF_HUB_OFFLINE', '1')        # never let timm retry downloads for ~46 s
+os.environ.setdefault('COVIDXR_OFFLINE', '1')       # the weights resolver fails fast instead of downloading
+os.environ.setdefault('OMP_NUM_THREADS', '2')
+os.environ.setdefault('MPLBACKEND', 'Agg')
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+@pytest.fixture(scope='session')
+def root(): return ROOT
+
+@pytest.fixture(scope='session')
+def mini():
+    "The real sample set ../shared/data/cxr-mini (found through the dataset lookup)"
+    from covidxr.core import find_dataset
+    return find_dataset('cxr-mini')
