@@ -217,6 +217,7 @@ def test_cxr_dls_refuses_unknown_labels_and_missing_split(tmp_path):
     df = make_splits(read_folder(root), valid_pct=0.5, test_pct=0)
     with pytest.raises(CXRDataError, match=r"labels outside vocab \['normal'\]"): cxr_dls(df, size=16, bs=2, vocab=['normal'])
     with pytest.raises(CXRDataError, match='make_splits'): cxr_dls(df.assign(split=''), size=16)
+    with pytest.raises(ValueError, match="unknown augmentation preset 'nope'"): cxr_dls(df, size=16, bs=2, aug='nope')
 
 
 def test_read_dataset_missing_and_bad_format(tmp_path):
