@@ -75,3 +75,19 @@ def test_explicit_timm_weights_file_and_its_normalisation(tmp_path, tiny):
     assert learn.cxr['head'] == 'seed003'
     with pytest.raises(RuntimeError, match='does not fit'):
         create_cxr_model('resnet18', 3, weights=tmp_path/'v2s.safetensors')
+
+def test_class_weights_channels_last_and_cpu_mixed_precision(tiny):
+    from fastai.vision.all import ChannelsLast
+    from covidxr.data import cxr_dls
+    from covidxr.learn import cxr_learner
+    dls = cxr_dls(tiny, size=32, bs=4)
+    with pytest.warns(UserWarning, match='needs CUDA'):
+        learn = cxr_learner(dls, 'resnet18', pretrained=False, class_weights=[1, 2, 3], channels_last=True,
+                            mixed_precision=True)
+    np.testing.assert_allclose(learn.loss_func.func.weight.cpu().numpy(), [1, 2, 3])
+    assert any(isinstance(c, ChannelsLast) for c in learn.cbs) and learn.cxr['precision'] == 'fp32'
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    assert np.isfinite(learn.recorder.values[-1][0])
+    # 'balanced': n/(k*n_c) from the training labels (2 per class here -> all 1)
+    learn = cxr_learner(dls, 'resnet18', pretrained=False, class_weights='balanced')
+    np.testing.assert_allclose(learn.loss_func.func.weight.cpu().numpy(), [1, 1, 1])
