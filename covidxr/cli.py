@@ -11,7 +11,7 @@ from fastcore.script import call_parse, parse_cli, CliError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run', 'train',
-           'evaluate', 'predict', 'export', 'demo', 'main']
+           'evaluate', 'predict', 'export', 'compare', 'demo', 'main']
 
 # %% ../nbs/08_cli.ipynb #711d55bc
 def one_line(e:BaseException)->str:
@@ -82,8 +82,14 @@ def _evaluate_run(run:Path, df, out:Path, external=None, tta=False, bs=32, devic
     return report_evaluate(learn, df, out=out, tta=tta, history=hist, external_df=external)
 
 def _print_metrics(m:dict, out:Path):
-    keys = [k for k in ('accuracy', 'balanced_accuracy', 'macro_f1', 'auc_macro', 'ece') if isinstance(m, dict) and k in m]
-    if keys: print('  ' + ', '.join(f"{k} {m[k]:.3f}" if isinstance(m[k], float) else f"{k} {m[k]}" for k in keys))
+    "The headline numbers with their 95% CIs, and what they rest on"
+    ov = m.get('overall', {}) if isinstance(m, dict) else {}
+    for k in ('accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc'):
+        v = ov.get(k)
+        if v and v.get('value') is not None:
+            ci = f" (95% CI {v['lo']:.3f}-{v['hi']:.3f})" if v.get('lo') is not None and v.get('hi') is not None else ''
+            print(f"  {k:<18} {v['value']:.3f}{ci}")
+    if 'n_images' in m: print(f"  on {m['n_images']} images of {m['n_patients']} patients")
     rep = out/'report.html' if (out/'report.html').exists() else out/'report.md'
     print(f"Report: {rep}")
 
@@ -100,21 +106,31 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
           valid_pct:float=0.2, # share of the training patients carved out as `valid` when the data has no valid split
           seed:int=42, # seed for splits and training
           bs:int=None, # batch size (default: the recipe's)
+          max_per_class:int=None, # keep at most this many images per split and class (smoke runs)
+          lr_find:bool=False, # pick every step's peak LR with fastai's LR finder
+          cache:bool=False, # decode every image once into a downsized cache (data/.cache or $COVIDXR_CACHE)
+          resume:bool=False, # continue a stopped run in --out at its next stage
+          overwrite:bool=False, # start again even if --out holds a run
           device:str=None, # cpu, cuda, mps (default: the best available)
           debug:bool=False # show the full traceback on errors
          ):
     "Train a recipe on a dataset, save the run folder and evaluate the test split into RUN/report"
-    from covidxr.data import make_splits
+    from covidxr.data import make_splits, sample_per_class
     from covidxr.learn import get_recipe, train_recipe
     check_arch(arch); check_recipe(recipe)
     run = check_out_dir(out or f"models/{recipe}-{arch}")
+    if (run/'state.json').exists() and not (resume or overwrite):
+        raise CliError(f"{str(run)!r} already holds a run (--out): add --resume to continue it, --overwrite to start "
+                       f"again, or choose another --out.")
     df = make_splits(_read_data(data, format), valid_pct=valid_pct, seed=seed)
-    rcp = get_recipe(recipe, **({'bs': bs} if bs else {}))
+    if max_per_class: df = sample_per_class(df, max_per_class, seed=seed)   # the same subset is trained and evaluated
+    rcp = get_recipe(recipe, seed=seed, **({'bs': bs} if bs else {}))
     t0 = time.time()
     print(f"Training {recipe} / {arch} ({'pretrained' if pretrained or weights else 'from scratch'}"
           f"{', quick' if quick else ''}) on {data}: " + ', '.join(f"{k} {v}" for k, v in df.split.value_counts().items()))
     train_recipe(rcp, df, run, arch=arch, pretrained=bool(pretrained or weights), weights=weights, quick=quick,
-                 seed=seed, device=device)
+                 max_per_class=max_per_class, lr_find=lr_find, cache=cache or None, resume=resume,
+                 overwrite=overwrite, device=device)
     t_train = time.time() - t0
     res = dict(run=run, seconds_train=t_train)
     test = df[df.split == 'test']
@@ -163,12 +179,13 @@ def _write_cams(model, card, preds, cam_dir:Path):
     from covidxr.interpret import gradcam, cam_overlay
     from covidxr.data import load_cxr
     from covidxr.core import atomic_write
+    from PIL import Image
     import io
     classes, done = card['classes'], []
     for r in preds[preds.error == ''].itertuples():
         img = load_cxr(r.path)
         cam = gradcam(model, img, target=classes.index(r.pred), size=tuple(card['size']))
-        ov = cam_overlay(img, cam)
+        ov = Image.fromarray(cam_overlay(img, cam))
         f = cam_dir/f"{Path(r.path).stem}.cam.png"
         buf = io.BytesIO(); ov.save(buf, format='PNG'); atomic_write(f, buf.getvalue())
         done.append(f)
@@ -238,6 +255,30 @@ def export(model:str=None, # run folder written by `covidxr train`
         print(f"fastai pickle: {p}")
     return r
 
+# %% ../nbs/08_cli.ipynb #4ae88a2b
+@call_parse
+def compare(*runs:str, # run folders written by `covidxr train` (with report/) or report folders
+            out:str='compare', # folder for compare.csv and compare.md
+            by:str='aug,pretrained', # settings (from each run's card/config) that become column groups, comma separated
+            names:str=None, # model names, comma separated (default: each run's architecture)
+            debug:bool=False # show the full traceback on errors
+           ):
+    "One table across runs, like seed 002's Tables 4/5: model x accuracy/precision/sensitivity with 95% CIs"
+    from covidxr.report import compare_runs
+    if not runs: raise CliError("No runs given: pass run folders written by `covidxr train` (each holds report/metrics.json).")
+    for r in runs:
+        p = Path(r).expanduser()
+        if not ((p/'metrics.json').is_file() or (p/'report'/'metrics.json').is_file()):
+            raise CliError(f"{str(p)!r} holds neither metrics.json nor report/metrics.json: pass folders written by "
+                           f"`covidxr train` or `covidxr evaluate`.")
+    nm = names.split(',') if names else None
+    if nm and len(nm) != len(runs): raise CliError(f"--names has {len(nm)} names for {len(runs)} runs.")
+    o = check_out_dir(out)
+    t = compare_runs(list(runs), out=o, by=tuple(b for b in by.split(',') if b), names=nm)
+    print((o/'compare.md').read_text())
+    print(f"Table: {o/'compare.md'} (and {o/'compare.csv'})")
+    return t
+
 # %% ../nbs/08_cli.ipynb #8b1323f9
 @call_parse
 def demo(data:str='cxr-mini', # dataset name or path
@@ -245,18 +286,21 @@ def demo(data:str='cxr-mini', # dataset name or path
          arch:str='resnet18', # architecture (small: resnet18 or cxr_cnn)
          recipe:str='covid_resnet', # recipe, run in quick mode
          seed:int=42, # seed
+         cache:bool=True, # decode every image once into a downsized cache (data/.cache or $COVIDXR_CACHE)
          device:str=None, # cpu, cuda, mps
          debug:bool=False # show the full traceback on errors
         ):
     "The main job: train a small model from scratch on cxr-mini (quick recipe), evaluate it, write the report"
     t0 = time.time()
-    res = train(data=data, arch=arch, recipe=recipe, quick=True, pretrained=False, out=out, seed=seed, device=device)
+    if (Path(out)/'state.json').exists(): print(f"Replacing the previous demo run in {out}")
+    res = train(data=data, arch=arch, recipe=recipe, quick=True, pretrained=False, out=out, seed=seed, device=device,
+                cache=cache, overwrite=True)
     print(f"Demo finished in {(time.time() - t0)/60:.1f} min. Open {res.get('report', res['run'])} "
           f"(report.html / report.md). Predict with: covidxr predict --model {res['run']} IMAGE_OR_FOLDER --out preds.csv")
     return res
 
 # %% ../nbs/08_cli.ipynb #9af791da
-COMMANDS = dict(train=train, evaluate=evaluate, predict=predict, export=export, demo=demo)
+COMMANDS = dict(train=train, evaluate=evaluate, predict=predict, export=export, compare=compare, demo=demo)
 
 def _usage()->str:
     from covidxr import __version__

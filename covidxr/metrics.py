@@ -48,6 +48,12 @@ def preds_arrays(preds:pd.DataFrame, classes:list|None=None):
     "`(y, yhat, P)`: true class indices, predicted indices (`pred` column, else argmax) and the probability matrix"
     classes = check_preds(preds, classes)
     P = preds[prob_cols(classes)].to_numpy(float)
+    s = P.sum(1)
+    if len(P) and not np.allclose(s, 1, atol=1e-3):
+        bad = np.flatnonzero(~np.isclose(s, 1, atol=1e-3))
+        raise ValueError(f"Probabilities must sum to 1 per row: rows {preds.index[bad[:5]].tolist()} sum to "
+                         f"{np.round(s[bad[:5]], 4).tolist()} (pass softmax outputs, not logits or scores)")
+    P = P / s[:, None]   # float32 softmax round-off, so that sklearn's checks see exact probabilities
     y = pd.Categorical(preds['label'], categories=classes).codes.astype(int)
     if 'pred' in preds.columns:
         yhat = pd.Categorical(preds['pred'], categories=classes).codes.astype(int)

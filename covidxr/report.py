@@ -407,10 +407,13 @@ def compare_runs(run_dirs:list, # report folders, or run folders with a `report/
         get = lambda k: next((v for v in (_find_key(m.get('meta', {}), k), *(_find_key(e, k) for e in extra.values())) if v is not None), None)
         pc = pd.DataFrame(m['per_class']).T
         prec = pd.to_numeric(pc['ppv'], errors='coerce')
+        o = m['overall']; pct = lambda k, f: np.nan if o[k].get(f) is None else 100*float(o[k][f])
         rows.append(dict(model=names[i] if names else (get('arch') or Path(d).name),
                          **{k: str(get(k)) for k in by},
-                         accuracy=100*m['overall']['accuracy']['value'], precision=100*float(np.nanmean(prec)),
-                         sensitivity=100*m['overall']['balanced_accuracy']['value'],
+                         accuracy=pct('accuracy', 'value'), precision=100*float(np.nanmean(prec)),
+                         sensitivity=pct('balanced_accuracy', 'value'),
+                         accuracy_lo=pct('accuracy', 'lo'), accuracy_hi=pct('accuracy', 'hi'),
+                         sensitivity_lo=pct('balanced_accuracy', 'lo'), sensitivity_hi=pct('balanced_accuracy', 'hi'),
                          n_images=m['n_images'], n_patients=m['n_patients'], run=str(d)))
     long = pd.DataFrame(rows)
     keys = [k for k in by if long[k].nunique() > 1]
@@ -421,8 +424,14 @@ def compare_runs(run_dirs:list, # report folders, or run folders with a `report/
     if out is not None:
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
         atomic_write(out/'compare.csv', long.to_csv(index=False))
-        flat = wide.copy(); flat.columns = [f'{s}: {m}' for s, m in flat.columns]
-        atomic_write(out/'compare.md', md_table(flat) + f"\n\nPrecision and sensitivity are macro averages over classes, in %. "
+        cell = lambda r, m: f"{r[m]:.1f}" + (f" ({r[m+'_lo']:.1f}–{r[m+'_hi']:.1f})" if f'{m}_lo' in r and np.isfinite(r[m+'_lo']) else '')
+        flat = long.assign(**{m: [cell(r, m) for _, r in long.iterrows()] for m in ('accuracy', 'precision', 'sensitivity')}
+                          ).pivot_table(index='model', columns='setting', values=['accuracy', 'precision', 'sensitivity'],
+                                        aggfunc='first', sort=False).swaplevel(0, 1, axis=1)
+        flat = flat.reindex(columns=list(wide.columns)); flat.columns = [f'{s}: {m}' for s, m in flat.columns]
+        atomic_write(out/'compare.md', md_table(flat) + f"\n\nIn %, with 95% CIs in brackets (accuracy: Wilson; sensitivity = "
+                     f"balanced accuracy, the macro average of per-class sensitivity: bootstrap). Precision is the macro "
+                     f"average of per-class PPV (see each run's report for its per-class CIs). "
                      f"Test images per run: {', '.join(str(n) for n in long.n_images)}.\n")
     wide.attrs['long'] = long
     return wide

@@ -64,3 +64,12 @@ def test_bad_tables_are_refused_clearly():
     with pytest.raises(ValueError, match='Non-finite'): check_preds(q, CLS)
     with pytest.raises(ValueError, match='outside the classes'): confusion(p.assign(label='TB'), CLS)
     with pytest.raises(ValueError, match="no 'site' column"): per_source_metrics(p, CLS, by='site')
+
+def test_probabilities_must_sum_to_one():
+    from covidxr.metrics import overall_metrics
+    p = _random_preds(1)
+    q = p.copy(); q.loc[q.index[:2], 'p_normal'] += 0.5          # two rows are scores, not probabilities
+    with pytest.raises(ValueError, match=r'sum to 1 per row: rows \[0, 1\]'): overall_metrics(q, CLS)
+    r = p.copy(); cols = [f'p_{c}' for c in CLS]
+    r[cols] = r[cols].astype('float32').round(6)                 # a CSV round trip of float32 softmax outputs
+    assert np.isclose(overall_metrics(r, CLS)['brier'], overall_metrics(p, CLS)['brier'], atol=1e-5)
