@@ -98,7 +98,9 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
           format:str='auto', # dataset layout: auto|folder|csv|covidx
           arch:str='resnet50', # architecture (see `covidxr.models.ARCHS`)
           recipe:str='covid_resnet', # training recipe (see `covidxr.learn.RECIPES`)
-          quick:bool=False, # shrink image sizes and epochs through the recipe's scale option (CPU smoke runs)
+          quick:bool=False, # CPU smoke run: the same recipe with --scale 0.25 --max-epochs 1
+          scale:float=None, # multiply every image size of the recipe by this (e.g. 0.5: 224 -> 112 px)
+          max_epochs:int=None, # cap every training step of the recipe at this many epochs
           pretrained:Annotated[bool, "start from ImageNet weights (offline: they must be in the cache or given by --weights)",
                                {'action': argparse.BooleanOptionalAction}]=True,
           weights:str=None, # ImageNet weights file for the body (.pth/.safetensors); implies --pretrained
@@ -124,9 +126,12 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
                        f"again, or choose another --out.")
     df = make_splits(_read_data(data, format), valid_pct=valid_pct, seed=seed)
     if max_per_class: df = sample_per_class(df, max_per_class, seed=seed)   # the same subset is trained and evaluated
-    rcp = get_recipe(recipe, seed=seed, **({'bs': bs} if bs else {}))
+    if quick and (scale or max_epochs): raise CliError("--quick already means --scale 0.25 --max-epochs 1: give one or the other.")
+    rcp = get_recipe(recipe, arch=arch, seed=seed, **({'bs': bs} if bs else {}))   # seed002: the arch's own Table 3 row
+    if scale or max_epochs: rcp = rcp.scaled(size=scale, max_epochs=max_epochs)
     t0 = time.time()
-    print(f"Training {recipe} / {arch} ({'pretrained' if pretrained or weights else 'from scratch'}"
+    sizes = '/'.join(str(s.size) for s in (rcp.scaled(quick=True) if quick else rcp).stages)
+    print(f"Training {recipe} / {arch} ({'pretrained' if pretrained or weights else 'from scratch'}, {sizes} px"
           f"{', quick' if quick else ''}) on {data}: " + ', '.join(f"{k} {v}" for k, v in df.split.value_counts().items()))
     train_recipe(rcp, df, run, arch=arch, pretrained=bool(pretrained or weights), weights=weights, quick=quick,
                  max_per_class=max_per_class, lr_find=lr_find, cache=cache or None, resume=resume,
@@ -255,7 +260,7 @@ def export(model:str=None, # run folder written by `covidxr train`
         print(f"fastai pickle: {p}")
     return r
 
-# %% ../nbs/08_cli.ipynb #4ae88a2b
+# %% ../nbs/08_cli.ipynb #95d354ec
 @call_parse
 def compare(*runs:str, # run folders written by `covidxr train` (with report/) or report folders
             out:str='compare', # folder for compare.csv and compare.md
@@ -284,16 +289,17 @@ def compare(*runs:str, # run folders written by `covidxr train` (with report/) o
 def demo(data:str='cxr-mini', # dataset name or path
          out:str='models/demo', # run folder
          arch:str='resnet18', # architecture (small: resnet18 or cxr_cnn)
-         recipe:str='covid_resnet', # recipe, run in quick mode
+         recipe:str='seed002', # recipe (seed 002 also trained its networks from scratch)
+         scale:float=0.25, # image-size factor of the recipe (0.25: 224 -> 56 px), epochs unchanged
          seed:int=42, # seed
          cache:bool=True, # decode every image once into a downsized cache (data/.cache or $COVIDXR_CACHE)
          device:str=None, # cpu, cuda, mps
          debug:bool=False # show the full traceback on errors
         ):
-    "The main job: train a small model from scratch on cxr-mini (quick recipe), evaluate it, write the report"
+    "The main job: train a small model from scratch on cxr-mini (seed 002's recipe at 56 px), evaluate it, write the report"
     t0 = time.time()
     if (Path(out)/'state.json').exists(): print(f"Replacing the previous demo run in {out}")
-    res = train(data=data, arch=arch, recipe=recipe, quick=True, pretrained=False, out=out, seed=seed, device=device,
+    res = train(data=data, arch=arch, recipe=recipe, scale=scale, pretrained=False, out=out, seed=seed, device=device,
                 cache=cache, overwrite=True)
     print(f"Demo finished in {(time.time() - t0)/60:.1f} min. Open {res.get('report', res['run'])} "
           f"(report.html / report.md). Predict with: covidxr predict --model {res['run']} IMAGE_OR_FOLDER --out preds.csv")

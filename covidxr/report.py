@@ -156,9 +156,10 @@ def history_df(history)->pd.DataFrame:
 def plot_history(history)->Figure:
     "Loss curves and metric curves per epoch (seed 002 Figures 12/13)"
     h = history_df(history)
-    skip = {'epoch', 'step', 'size', 'frozen', 'lr_lo', 'lr_hi', 'seconds', 'time'}
-    loss = [c for c in h.columns if 'loss' in c and pd.api.types.is_numeric_dtype(h[c])]
-    mets = [c for c in h.columns if c not in skip and c not in loss and pd.api.types.is_numeric_dtype(h[c])]
+    skip = {'epoch', 'run_epoch', 'step', 'size', 'bs', 'frozen', 'trainable_groups', 'lr_lo', 'lr_hi', 'seconds', 'time'}
+    num = lambda c: pd.api.types.is_numeric_dtype(h[c]) and not pd.api.types.is_bool_dtype(h[c])
+    loss = [c for c in h.columns if 'loss' in c and num(c)]
+    mets = [c for c in h.columns if c not in skip and c not in loss and num(c) and h[c].dropna().between(0, 1).all()]
     fig = Figure(figsize=(10, 3.8)); a1, a2 = fig.subplots(1, 2); x = np.arange(1, len(h) + 1)
     for c in loss: a1.plot(x, h[c], marker='o', label=c)
     for c in mets: a2.plot(x, h[c], marker='o', label=c)
@@ -166,7 +167,7 @@ def plot_history(history)->Figure:
         for ax in (a1, a2):
             for i in np.flatnonzero(h['stage'].ne(h['stage'].shift()).to_numpy()[1:]) + 1: ax.axvline(i + 0.5, color='grey', ls=':')
     a1.set_title('loss'); a2.set_title('metrics'); a1.set_xlabel('epoch'); a2.set_xlabel('epoch')
-    a1.legend(fontsize=8)
+    if loss: a1.legend(fontsize=8)
     if mets: a2.legend(fontsize=8)
     fig.tight_layout(); return fig
 

@@ -122,6 +122,7 @@ def test_missing_pretrained_weights_fail_fast_naming_the_file(mini, tmp_path):
     (['train', '--data', 'no-such-dataset', '--no-pretrained'], ['no-such-dataset']),
     (['train', '--recipe', 'seed999'], ['Unknown recipe', 'covid_resnet']),
     (['train', '--format', 'xml', '--no-pretrained'], ['Unknown format']),
+    (['train', '--quick', '--scale', '0.5', '--no-pretrained'], ['--quick already means --scale 0.25 --max-epochs 1']),
     (['evaluate'], ['--model']),
     (['evaluate', '--model', '/no/such/run'], ['does not exist']),
     (['export', '--model', '/no/such/run'], ['does not exist']),
@@ -165,3 +166,13 @@ def test_compare_runs_table(run, mini, tmp_path):
     one_line_error(code, err, 'nothing', 'metrics.json')
     code, _, err = call('compare', run, '--names', 'a,b')
     one_line_error(code, err, '--names has 2 names for 1 runs')
+
+def test_train_scale_and_max_epochs_use_the_archs_recipe(mini, tmp_path):
+    code, out, err = call('train', '--data', mini, '--recipe', 'seed002', '--arch', 'squeezenet1_1', '--scale', 0.125,
+                          '--max-epochs', 1, '--no-pretrained', '--max-per-class', 3, '--bs', 3, '--out', tmp_path/'run')
+    assert code == 0, err
+    r = json.loads((tmp_path/'run'/'config.json').read_text())['recipe']
+    st = r['stages'][0]; step = st['steps'][0]
+    assert (r['arch'], st['size'], step['epochs']) == ('squeezenet1_1', 28, 1)   # 227 px (squeezenet's own) x 0.125
+    np.testing.assert_allclose(step['milestones'], [5/9, 8/9])                   # Table 3: 9 epochs, milestones 5, 8
+    assert '28 px' in out and 'from scratch' in out
