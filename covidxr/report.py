@@ -80,7 +80,7 @@ def _probe(X, s, g, n_splits, seed, min_groups=2):
     m = np.isin(s, keep); X, s, g = X[m], s[m], g[m]
     k = int(min(n_splits, ng[keep].min()))
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1, class_weight='balanced'))   # minority sources count
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         pred = cross_val_predict(clf, X, s, groups=g, cv=cv)
