@@ -14,6 +14,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'covidxr.cli.check_run': ('cli.html#check_run', 'covidxr/cli.py'),
                              'covidxr.cli.compare': ('cli.html#compare', 'covidxr/cli.py'),
                              'covidxr.cli.demo': ('cli.html#demo', 'covidxr/cli.py'),
+                             'covidxr.cli.epoch_lines': ('cli.html#epoch_lines', 'covidxr/cli.py'),
                              'covidxr.cli.evaluate': ('cli.html#evaluate', 'covidxr/cli.py'),
                              'covidxr.cli.export': ('cli.html#export', 'covidxr/cli.py'),
                              'covidxr.cli.main': ('cli.html#main', 'covidxr/cli.py'),

@@ -10,8 +10,8 @@ from typing import Annotated
 from fastcore.script import call_parse, parse_cli, CliError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run', 'train',
-           'evaluate', 'predict', 'export', 'compare', 'demo', 'main']
+__all__ = ['COMMANDS', 'one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run', 'epoch_lines',
+           'train', 'evaluate', 'predict', 'export', 'compare', 'demo', 'main']
 
 # %% ../nbs/08_cli.ipynb #711d55bc
 def one_line(e:BaseException)->str:
@@ -63,6 +63,24 @@ def check_run(run:str|Path)->Path:
     if not wf.is_file(): raise CliError(f"Model folder {str(p)!r} has no {card['weights']} (--model): the run did not finish; "
                                         f"train it again or restore the file.")
     return p
+
+# %% ../nbs/08_cli.ipynb #e2eb691c
+def epoch_lines():
+    "A fastai callback that prints one plain line per epoch: what `covidxr train` shows when stdout is not a terminal"
+    from fastai.callback.core import Callback
+    from fastai.learner import Recorder
+    class EpochLines(Callback):
+        order = Recorder.order + 2   # after the Recorder has the epoch's values
+        def before_batch(self):
+            if self.training: self.size = tuple(self.xb[0].shape[-2:])
+        def after_epoch(self):
+            rec = self.recorder
+            names = rec.metric_names[1:-1] if rec.add_time else rec.metric_names[1:]
+            vals = ', '.join(f"{k} {v:.4f}" for k, v in zip(names, self.learn.final_record) if v is not None)
+            frozen = not all(p.requires_grad for p in self.learn.model.parameters())
+            print(f"  epoch {self.epoch + 1}/{self.n_epoch}, {self.size[0]} px, {'head only' if frozen else 'whole net'}: {vals}",
+                  flush=True)
+    return EpochLines()
 
 # %% ../nbs/08_cli.ipynb #7708fc39
 def _read_data(data, format, what='--data'):
@@ -133,9 +151,10 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
     sizes = '/'.join(str(s.size) for s in (rcp.scaled(quick=True) if quick else rcp).stages)
     print(f"Training {recipe} / {arch} ({'pretrained' if pretrained or weights else 'from scratch'}, {sizes} px"
           f"{', quick' if quick else ''}) on {data}: " + ', '.join(f"{k} {v}" for k, v in df.split.value_counts().items()))
+    bars = sys.stdout.isatty()   # in a log or a pipe: one line per epoch instead of progress bars
     train_recipe(rcp, df, run, arch=arch, pretrained=bool(pretrained or weights), weights=weights, quick=quick,
                  max_per_class=max_per_class, lr_find=lr_find, cache=cache or None, resume=resume,
-                 overwrite=overwrite, device=device)
+                 overwrite=overwrite, device=device, show=bars, cbs=None if bars else [epoch_lines()])
     t_train = time.time() - t0
     res = dict(run=run, seconds_train=t_train)
     test = df[df.split == 'test']

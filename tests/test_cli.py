@@ -38,6 +38,10 @@ def run(tmp_path_factory, mini):
     print(f'covidxr train: {time.time()-t0:.0f}s\n{out}\n{err[-2000:]}')
     assert code == 0, err
     assert 'Run folder:' in out and 'Report:' in out
+    # not a terminal: one plain line per epoch, no progress bars
+    lines = [l for l in out.splitlines() if l.startswith('  epoch ')]
+    assert len(lines) == 5 and lines[0].startswith('  epoch 1/1, 32 px, head only: train_loss ') and 'whole net' in lines[1]
+    assert '|███' not in out
     return d/'run'
 
 def test_train_writes_run_folder_and_report(run):
