@@ -64,7 +64,7 @@ def check_run(run:str|Path)->Path:
                                         f"train it again or restore the file.")
     return p
 
-# %% ../nbs/08_cli.ipynb #e2eb691c
+# %% ../nbs/08_cli.ipynb #34ac5d60
 def epoch_lines():
     "A fastai callback that prints one plain line per epoch: what `covidxr train` shows when stdout is not a terminal"
     from fastai.callback.core import Callback
