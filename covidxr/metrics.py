@@ -159,6 +159,7 @@ def _overall_arrays(y, yhat, P, k, n_bins=15):
         return dict(accuracy=float((y == yhat).mean()),
                     balanced_accuracy=float(skm.balanced_accuracy_score(y, yhat)),
                     macro_f1=float(np.nanmean(np.where(has, f1, np.nan))) if has.any() else np.nan,
+                    macro_ppv=float(np.nanmean(prec)) if np.isfinite(prec).any() else np.nan,   # over predicted classes
                     weighted_f1=float(np.nansum(f1[has]*sup[has]) / sup[has].sum()),
                     kappa=float(skm.cohen_kappa_score(y, yhat, labels=list(range(k)))),
                     macro_auc=float(np.nanmean(auc)) if np.isfinite(auc).any() else np.nan,
@@ -274,7 +275,7 @@ def bootstrap_ci(stat, # function of the arrays, returning a float or a dict of 
 # %% ../nbs/04_metrics.ipynb #ab8c25c5
 WILSON = ('sensitivity', 'specificity', 'ppv', 'npv')
 BOOT_CLASS = ('f1', 'auc')
-BOOT_OVERALL = ('balanced_accuracy', 'macro_f1', 'weighted_f1', 'kappa', 'macro_auc', 'ece', 'brier')
+BOOT_OVERALL = ('balanced_accuracy', 'macro_f1', 'macro_ppv', 'weighted_f1', 'kappa', 'macro_auc', 'ece', 'brier')
 
 def _ece_np(P, y, n_bins):
     conf, hit = P.max(1), (P.argmax(1) == y)
@@ -301,7 +302,9 @@ def fast_stats(y, yhat, P, k:int, n_bins:int=15)->dict:
         kappa = (tp.sum()/n - pe)/(1 - pe) if pe < 1 else np.nan
     has = sup > 0
     auc = np.array([_auc_np(P[:, i], y == i) for i in range(k)])
+    with np.errstate(invalid='ignore', divide='ignore'): ppv = np.where(npred > 0, tp/npred, np.nan)
     d = dict(balanced_accuracy=float(np.mean(rec[has])), macro_f1=float(np.mean(f1[has])),
+             macro_ppv=float(np.nanmean(ppv)) if np.isfinite(ppv).any() else np.nan,
              weighted_f1=float((f1[has]*sup[has]).sum()/sup[has].sum()), kappa=float(kappa),
              macro_auc=float(np.nanmean(auc)) if np.isfinite(auc).any() else np.nan,
              ece=_ece_np(P, y, n_bins), brier=float(((np.eye(k)[y] - P)**2).sum(1).mean()))

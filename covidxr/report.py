@@ -229,7 +229,7 @@ def main_table(r:dict)->pd.DataFrame:
 
 def overall_table(r:dict)->pd.DataFrame:
     o = r['overall']
-    pct = {'accuracy', 'balanced_accuracy', 'macro_f1', 'weighted_f1', 'macro_auc'}
+    pct = {'accuracy', 'balanced_accuracy', 'macro_f1', 'macro_ppv', 'weighted_f1', 'macro_auc'}
     return pd.DataFrame({'value (95% CI)': [_fmt_pct(v, lo, hi, pct=m in pct) + ('' if m in pct else '') for m, v, lo, hi in
                                             zip(o.index, o.value, o.lo, o.hi)], 'CI method': o.method.tolist()},
                         index=pd.Index([m + (' (%)' if m in pct else '') for m in o.index], name='metric'))
@@ -411,10 +411,12 @@ def compare_runs(run_dirs:list, # report folders, or run folders with a `report/
         o = m['overall']; pct = lambda k, f: np.nan if o[k].get(f) is None else 100*float(o[k][f])
         rows.append(dict(model=names[i] if names else (get('arch') or Path(d).name),
                          **{k: str(get(k)) for k in by},
-                         accuracy=pct('accuracy', 'value'), precision=100*float(np.nanmean(prec)),
+                         accuracy=pct('accuracy', 'value'),
+                         precision=pct('macro_ppv', 'value') if 'macro_ppv' in o else 100*float(np.nanmean(prec)),
                          sensitivity=pct('balanced_accuracy', 'value'),
                          accuracy_lo=pct('accuracy', 'lo'), accuracy_hi=pct('accuracy', 'hi'),
                          sensitivity_lo=pct('balanced_accuracy', 'lo'), sensitivity_hi=pct('balanced_accuracy', 'hi'),
+                         **({'precision_lo': pct('macro_ppv', 'lo'), 'precision_hi': pct('macro_ppv', 'hi')} if 'macro_ppv' in o else {}),
                          n_images=m['n_images'], n_patients=m['n_patients'], run=str(d)))
     long = pd.DataFrame(rows)
     keys = [k for k in by if long[k].nunique() > 1]
@@ -430,9 +432,9 @@ def compare_runs(run_dirs:list, # report folders, or run folders with a `report/
                           ).pivot_table(index='model', columns='setting', values=['accuracy', 'precision', 'sensitivity'],
                                         aggfunc='first', sort=False).swaplevel(0, 1, axis=1)
         flat = flat.reindex(columns=list(wide.columns)); flat.columns = [f'{s}: {m}' for s, m in flat.columns]
-        atomic_write(out/'compare.md', md_table(flat) + f"\n\nIn %, with 95% CIs in brackets (accuracy: Wilson; sensitivity = "
-                     f"balanced accuracy, the macro average of per-class sensitivity: bootstrap). Precision is the macro "
-                     f"average of per-class PPV (see each run's report for its per-class CIs). "
+        atomic_write(out/'compare.md', md_table(flat) + f"\n\nIn %, with 95% CIs in brackets (accuracy: Wilson; precision = "
+                     f"macro average of per-class PPV and sensitivity = balanced accuracy, the macro average of per-class "
+                     f"sensitivity: patient-level bootstrap). "
                      f"Test images per run: {', '.join(str(n) for n in long.n_images)}.\n")
     wide.attrs['long'] = long
     return wide

@@ -47,7 +47,7 @@ def test_fast_stats_match_sklearn_with_missing_classes():
     p = _random_preds(3)
     p = p[p.label != 'pneumonia']                              # a class with zero support
     y, yhat, P = preds_arrays(p, CLS); fs = fast_stats(y, yhat, P, 3); ov = overall_metrics(p, CLS); pc = per_class_metrics(p, CLS)
-    for m in ('balanced_accuracy', 'macro_f1', 'weighted_f1', 'kappa', 'macro_auc', 'ece', 'brier'):
+    for m in ('balanced_accuracy', 'macro_f1', 'macro_ppv', 'weighted_f1', 'kappa', 'macro_auc', 'ece', 'brier'):
         assert np.isclose(fs[m], ov[m], equal_nan=True), m
     assert np.allclose(np.array([fs[f'f1/{i}'] for i in range(3)], float), pc.f1.astype(float), equal_nan=True)
 

@@ -37,7 +37,7 @@ def test_compare_runs_reads_meta_and_needs_metrics(tmp_path):
     t = compare_runs(runs, out=tmp_path)
     assert t.shape == (2, 6) and {s for s, _ in t.columns} == {'pretrained=True', 'pretrained=False'}
     md = (tmp_path/'compare.md').read_text()
-    assert md.count('\n') >= 4 and len(re.findall(r'\d+\.\d \(\d+\.\d–\d+\.\d\)', md)) == 8   # acc + sens CIs, 4 runs
+    assert md.count('\n') >= 4 and len(re.findall(r'\d+\.\d \(\d+\.\d–\d+\.\d\)', md)) == 12   # acc, precision, sens CIs, 4 runs
     lg = t.attrs['long']
-    for m in ('accuracy', 'sensitivity'): assert ((lg[f'{m}_lo'] <= lg[m]) & (lg[m] <= lg[f'{m}_hi'])).all(), m
+    for m in ('accuracy', 'precision', 'sensitivity'): assert ((lg[f'{m}_lo'] <= lg[m]) & (lg[m] <= lg[f'{m}_hi'])).all(), m
     with pytest.raises(FileNotFoundError, match='metrics.json'): compare_runs([tmp_path/'nope'])
