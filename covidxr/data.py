@@ -727,7 +727,7 @@ class ImageCache:
         return str(c) if c.exists() else str(path)
     def build(self, paths, # source image files
               n_workers:int|None=None, # processes (default: all cores; 0 = in this process)
-              progress:bool=True, # show a progress bar
+              progress:bool|None=None, # show a progress bar (default: in a notebook or a terminal, not in logs/pipes)
               on_error:str='raise' # 'raise' | 'skip' (bad files listed in the returned table and logged)
              )->pd.DataFrame:
         "Write the missing cached copies of `paths` in parallel; a table path, cached, status ('hit'|'written'|error)"
@@ -743,6 +743,10 @@ class ImageCache:
         if todo:
             nw = (os.cpu_count() or 1) if n_workers is None else n_workers
             if len(todo) < 32: nw = 0
+            if progress is None:
+                from fastcore.imports import IN_NOTEBOOK
+                import sys
+                progress = IN_NOTEBOOK or sys.stdout.isatty()
             res = iter(parallel(_cache_one, todo, n_workers=nw, progress=progress and len(todo) >= 32, chunksize=8))
             rows = [(p, c, s if s is not None else next(res)) for p, c, s in rows]
         out = pd.DataFrame(rows, columns=['path', 'cached', 'status'])

@@ -104,3 +104,11 @@ def test_cxr_dls_with_cache(tmp_path, monkeypatch):
     assert small.one_batch()[0].shape == (4, 3, 16, 16)
     # test_dl on paths goes through the cache too
     assert small.test_dl(df.path.tolist()[:3]).one_batch()[0].shape == (3, 3, 16, 16)
+
+
+def test_progress_bar_only_when_asked_or_interactive(tmp_path, capsys):
+    files = [_img(tmp_path/'s'/f'{i}.png', 40, 40, i) for i in range(40)]
+    ImageCache(tmp_path/'c1', size=16).build(files, n_workers=0)   # default: pytest's stdout is not a terminal
+    assert '40/40' not in capsys.readouterr().out
+    ImageCache(tmp_path/'c2', size=16).build(files, n_workers=0, progress=True)
+    assert '40/40' in capsys.readouterr().out
