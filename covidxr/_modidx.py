@@ -185,6 +185,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'covidxr.learn.cxr_metrics': ('learn.html#cxr_metrics', 'covidxr/learn.py'),
                                'covidxr.learn.data_fingerprint': ('learn.html#data_fingerprint', 'covidxr/learn.py'),
                                'covidxr.learn.dls_stats': ('learn.html#dls_stats', 'covidxr/learn.py'),
+                               'covidxr.learn.epoch_values': ('learn.html#epoch_values', 'covidxr/learn.py'),
                                'covidxr.learn.get_recipe': ('learn.html#get_recipe', 'covidxr/learn.py'),
                                'covidxr.learn.override': ('learn.html#override', 'covidxr/learn.py'),
                                'covidxr.learn.save_weights': ('learn.html#save_weights', 'covidxr/learn.py'),

@@ -67,16 +67,16 @@ def check_run(run:str|Path)->Path:
 # %% ../nbs/08_cli.ipynb #34ac5d60
 def epoch_lines():
     "A fastai callback that prints one plain line per epoch: what `covidxr train` shows when stdout is not a terminal"
+    import numpy as np
     from fastai.callback.core import Callback
     from fastai.learner import Recorder
+    from covidxr.learn import epoch_values
     class EpochLines(Callback):
         order = Recorder.order + 2   # after the Recorder has the epoch's values
         def before_batch(self):
             if self.training: self.size = tuple(self.xb[0].shape[-2:])
         def after_epoch(self):
-            rec = self.recorder
-            names = rec.metric_names[1:-1] if rec.add_time else rec.metric_names[1:]
-            vals = ', '.join(f"{k} {v:.4f}" for k, v in zip(names, self.learn.final_record) if v is not None)
+            vals = ', '.join(f"{k} {v:.4f}" for k, v in epoch_values(self.learn).items() if np.isfinite(v))
             frozen = not all(p.requires_grad for p in self.learn.model.parameters())
             print(f"  epoch {self.epoch + 1}/{self.n_epoch}, {self.size[0]} px, {'head only' if frozen else 'whole net'}: {vals}",
                   flush=True)

@@ -19,8 +19,9 @@ from .data import cxr_dls, read_dataset, make_splits
 
 # %% auto #0
 __all__ = ['SEED002_TABLE3', 'RECIPES', 'cxr_metrics', 'dls_stats', 'set_dls_stats', 'class_weights_for', 'cxr_learner', 'Step',
-           'Stage', 'Recipe', 'override', 'scaled', 'get_recipe', 'MultiStepLR', 'StageLogger', 'scheduled_peak_lrs',
-           'trainable_groups', 'save_weights', 'BestKeeper', 'data_fingerprint', 'train_recipe', 'covid_resnet']
+           'Stage', 'Recipe', 'override', 'scaled', 'get_recipe', 'MultiStepLR', 'epoch_values', 'StageLogger',
+           'scheduled_peak_lrs', 'trainable_groups', 'save_weights', 'BestKeeper', 'data_fingerprint', 'train_recipe',
+           'covid_resnet']
 
 # %% ../nbs/03_learn.ipynb #a9881926
 def _f1_macro(y_true, y_pred): return f1_score(y_true, y_pred, average='macro', zero_division=0)
@@ -283,6 +284,12 @@ class MultiStepLR(Callback):
         f = self.gamma ** sum(e >= m for m in self.milestones)
         for h, b in zip(self.opt.hypers, self.base): h['lr'] = b*f
 
+def epoch_values(learn)->dict:
+    "The values fastai's `Recorder` logged for the epoch just ended (losses and metrics, without epoch/time), None as NaN"
+    rec = learn.recorder
+    names = rec.metric_names[1:-1] if rec.add_time else rec.metric_names[1:]
+    return {k: float(v) if v is not None else np.nan for k, v in zip(names, learn.final_record)}
+
 class StageLogger(Callback):
     "Append one row per epoch to `history.csv`, with what the learner actually did"
     order = Recorder.order + 1
@@ -290,8 +297,7 @@ class StageLogger(Callback):
     def before_fit(self): self.peak = scheduled_peak_lrs(self.learn)
     def before_epoch(self): self.t0 = time.time()
     def after_epoch(self):
-        names = self.recorder.metric_names[1:-1] if self.recorder.add_time else self.recorder.metric_names[1:]
-        vals = dict(zip(names, [float(v) if v is not None else np.nan for v in self.learn.final_record]))
+        vals = epoch_values(self.learn)
         n = trainable_groups(self.learn)
         row = dict(self.info, run_epoch=self.run_epoch, epoch=self.epoch, frozen=n < len(self.opt.param_lists),
                    trainable_groups=n, lr_lo=self.peak[0], lr_hi=self.peak[-1], **vals, seconds=round(time.time() - self.t0, 2))
@@ -327,9 +333,8 @@ class BestKeeper(Callback):
         self.fname, self.monitor, self.info, self.state = Path(fname), monitor, info, state
         self.lower = 'loss' in monitor
     def after_epoch(self):
-        names = self.recorder.metric_names[1:-1] if self.recorder.add_time else self.recorder.metric_names[1:]
-        vals = dict(zip(names, self.learn.final_record))
-        if self.monitor not in vals: raise KeyError(f"monitor {self.monitor!r} is not among the logged values {names}")
+        vals = epoch_values(self.learn)
+        if self.monitor not in vals: raise KeyError(f"monitor {self.monitor!r} is not among the logged values {list(vals)}")
         v = float(vals[self.monitor]); b = self.state.get('best')
         if b is None or (v < b['value'] if self.lower else v > b['value']):
             save_weights(self.learn.model, self.fname)
