@@ -166,6 +166,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'covidxr.learn.Step': ('learn.html#step', 'covidxr/learn.py'),
                                'covidxr.learn._card': ('learn.html#_card', 'covidxr/learn.py'),
                                'covidxr.learn._covid_resnet': ('learn.html#_covid_resnet', 'covidxr/learn.py'),
+                               'covidxr.learn._cxr_scratch': ('learn.html#_cxr_scratch', 'covidxr/learn.py'),
                                'covidxr.learn._f1_macro': ('learn.html#_f1_macro', 'covidxr/learn.py'),
                                'covidxr.learn._fit_step': ('learn.html#_fit_step', 'covidxr/learn.py'),
                                'covidxr.learn._null': ('learn.html#_null', 'covidxr/learn.py'),

@@ -272,6 +272,19 @@ def get_recipe(name:str|Recipe, # a `RECIPES` name, or a `Recipe`
     r = RECIPES[name](arch) if arch else RECIPES[name]()
     return override(r, **overrides)
 
+# %% ../nbs/03_learn.ipynb #c47040a9
+def _cxr_scratch(arch='resnet18'):
+    return Recipe('cxr_scratch', arch, [
+        Stage('small', 128, [Step('whole', 10, 3e-3)]),
+        Stage('large', 160, [Step('whole', 4, 1e-3)])],
+        pretrained=False, head='fastai', aug='fastai', bs=32, wd=0.01, monitor='valid_loss', valid_pct=0.2,
+        source='covidxr: from-scratch CPU recipe for small CXR sets (issue #11); not a seed paper',
+        notes='hyperparameters chosen on the validation split of cxr-mini (make_splits, seed 42), never on test; '
+              'fastai one-cycle (peak LR 3e-3, then 1e-3), fastai head, fastai aug_transforms, '
+              'progressive resizing 128 -> 160 px; weights with the lowest validation loss are kept')
+
+RECIPES['cxr_scratch'] = _cxr_scratch
+
 # %% ../nbs/03_learn.ipynb #b6497e1f
 class MultiStepLR(Callback):
     "PyTorch's `MultiStepLR` for a fastai fit: every group's LR times `gamma` for each milestone epoch passed"
