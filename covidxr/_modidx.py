@@ -260,4 +260,5 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'covidxr.report.render_html': ('report.html#render_html', 'covidxr/report.py'),
                                 'covidxr.report.render_md': ('report.html#render_md', 'covidxr/report.py'),
                                 'covidxr.report.report_from_preds': ('report.html#report_from_preds', 'covidxr/report.py'),
-                                'covidxr.report.source_probe': ('report.html#source_probe', 'covidxr/report.py')}}}
+                                'covidxr.report.source_probe': ('report.html#source_probe', 'covidxr/report.py')},
+            'covidxr.test_utils': {'covidxr.test_utils.cxr_mini_4class': ('test_utils.html#cxr_mini_4class', 'covidxr/test_utils.py')}}}
