@@ -96,6 +96,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'covidxr.data.dicom_meta': ('data.html#dicom_meta', 'covidxr/data.py'),
                               'covidxr.data.drop_duplicates': ('data.html#drop_duplicates', 'covidxr/data.py'),
                               'covidxr.data.find_duplicates': ('data.html#find_duplicates', 'covidxr/data.py'),
+                              'covidxr.data.is_covidx_folder': ('data.html#is_covidx_folder', 'covidxr/data.py'),
                               'covidxr.data.load_cxr': ('data.html#load_cxr', 'covidxr/data.py'),
                               'covidxr.data.make_splits': ('data.html#make_splits', 'covidxr/data.py'),
                               'covidxr.data.parse_covidx_line': ('data.html#parse_covidx_line', 'covidxr/data.py'),

@@ -17,11 +17,12 @@ from .core import find_dataset, pick_device, atomic_write
 
 # %% auto #0
 __all__ = ['logger', 'COLS', 'IMG_EXTS', 'SPLIT_NAMES', 'FRONTAL_VIEWS', 'MAX_PIXELS', 'MAGIC', 'CONTAINER_DIRS', 'SKIP_DIRS',
-           'COVIDX_LABELS', 'AUG_PRESETS', 'RESIZE', 'CXRDataError', 'PatientLeakError', 'ReadReport', 'data_report',
-           'load_cxr', 'write_test_dicom', 'check_file', 'check_files', 'dicom_meta', 'read_folder', 'read_dicom',
-           'read_csv_dataset', 'parse_covidx_line', 'read_covidx', 'read_dataset', 'assert_patient_disjoint',
-           'make_splits', 'Translate', 'VFlip', 'default_cache_dir', 'ImageCache', 'PILCXR', 'CXRGetter',
-           'class_weights', 'cxr_dls', 'sample_per_class', 'phash_paths', 'find_duplicates', 'drop_duplicates']
+           'COVIDX_LABELS', 'COVIDX_FILES', 'SOURCE_FIXES', 'AUG_PRESETS', 'RESIZE', 'CXRDataError', 'PatientLeakError',
+           'ReadReport', 'data_report', 'load_cxr', 'write_test_dicom', 'check_file', 'check_files', 'dicom_meta',
+           'read_folder', 'read_dicom', 'read_csv_dataset', 'is_covidx_folder', 'parse_covidx_line', 'read_covidx',
+           'read_dataset', 'assert_patient_disjoint', 'make_splits', 'Translate', 'VFlip', 'default_cache_dir',
+           'ImageCache', 'PILCXR', 'CXRGetter', 'class_weights', 'cxr_dls', 'sample_per_class', 'phash_paths',
+           'find_duplicates', 'drop_duplicates']
 
 # %% ../nbs/01_data.ipynb #e964eb9d
 logger = logging.getLogger('covidxr.data')
@@ -44,7 +45,7 @@ class _Problems:
         if on_error not in ('raise', 'skip'): raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         self.on_error, self.what, self.items = on_error, what, []
     def add(self, item, problem, row=None, action='skipped'):
-        "Record `problem` for `item` (a path or a row); action: 'skipped' (bad input), 'dropped' (filter), 'deduplicated'"
+        "Record `problem` for `item` (a path or a row); action: 'skipped' (bad input), 'dropped' (filter), 'deduplicated', 'normalised' (value fixed)"
         self.items.append(dict(item=str(item), row=row, problem=problem, action=action))
     @property
     def errors(self): return [p for p in self.items if p['action'] == 'skipped']
@@ -57,7 +58,7 @@ class _Problems:
             raise CXRDataError(f"{len(errs)} problem(s) in {self.what}:\n" + '\n'.join(lines) + more +
                                "\nFix them, or pass on_error='skip' to skip these items (they are listed in data_report(df)).")
         for p in errs: logger.warning(f"skipped {_where(p)}: {p['problem']}")
-        for act in ('dropped', 'deduplicated'):
+        for act in ('dropped', 'deduplicated', 'normalised'):
             n = sum(p['action'] == act for p in self.items)
             if n: logger.warning(f"{self.what}: {n} row(s) {act} (see data_report(df))")
         if errs: warnings.warn(f"{self.what}: skipped {len(errs)} bad item(s); see data_report(df)", stacklevel=3)
@@ -485,12 +486,25 @@ def read_csv_dataset(csv_path:str|Path, # the CSV/metadata file
     return _finish(df, root, 'csv', rep, extra_first=('row',))
 
 # %% ../nbs/01_data.ipynb #f481baa3
-COVIDX_LABELS = {'COVID-19', 'normal', 'pneumonia', 'positive', 'negative', 'Normal', 'Pneumonia', 'COVID19'}
+COVIDX_LABELS = {'COVID-19', 'normal', 'pneumonia', 'positive', 'negative', 'Normal', 'Pneumonia', 'COVID19',
+                 'bacteria', 'viral'}   # the last two: COVIDx v1 as used by COVID-ResNet (4 classes)
+COVIDX_FILES = {'train': ('train*COVIDx*.txt', 'train_split_v1.txt', 'train.txt'),   # COVID-Net; COVIDx v1; Kaggle CXR-2/3/4
+                'test': ('test*COVIDx*.txt', 'test_split_v1.txt', 'test.txt'),
+                'valid': ('val*COVIDx*.txt', 'val_split_v1.txt', 'val.txt')}
+SOURCE_FIXES = {'rnsa': 'rsna'}   # typos of source names in published COVIDx label files
 
-def _covidx_files(root:Path, pattern:str)->Path|None:
-    fs = sorted(root.glob(pattern))
-    if len(fs) > 1: raise CXRDataError(f"{root}: several files match {pattern!r}: {[f.name for f in fs]}; pass train_file=/test_file=")
-    return fs[0] if fs else None
+def _covidx_files(root:Path, patterns)->Path|None:
+    "The file matching the first of `patterns` that matches any; an error if that pattern matches several"
+    for pattern in ([patterns] if isinstance(patterns, str) else patterns):
+        fs = sorted(root.glob(pattern))
+        if len(fs) > 1: raise CXRDataError(f"{root}: several files match {pattern!r}: {[f.name for f in fs]}; pass train_file=/test_file=")
+        if fs: return fs[0]
+    return None
+
+def is_covidx_folder(root:str|Path)->bool:
+    "Does `root` hold COVIDx label files (any layout of `COVIDX_FILES`)?"
+    root = Path(root)
+    return root.is_dir() and any(_covidx_files(root, pats) for pats in COVIDX_FILES.values())
 
 def parse_covidx_line(line:str, labels=COVIDX_LABELS)->tuple|None:
     "(patient_id, filename, label, source) from one COVIDx line; None for a blank line; ValueError if malformed"
@@ -504,10 +518,10 @@ def parse_covidx_line(line:str, labels=COVIDX_LABELS)->tuple|None:
     raise ValueError(f"cannot tell the label among {len(toks)} fields (known labels: {sorted(labels)})")
 
 def read_covidx(root:str|Path, # folder with the label files (and by default the image folders)
-                train_file:str|Path|None=None, # default: the one file matching 'train*COVIDx*.txt' in root
-                test_file:str|Path|None=None, # default: the one file matching 'test*COVIDx*.txt'
-                valid_file:str|Path|None=None, # optional; default: 'val*COVIDx*.txt' when present
-                image_dirs:dict|None=None, # split -> image folder; default: root/<split>/ if the file is there, else root/
+                train_file:str|Path|None=None, # default: the file matching COVIDX_FILES['train'] ('train*COVIDx*.txt', 'train_split_v1.txt', 'train.txt')
+                test_file:str|Path|None=None, # default: the file matching COVIDX_FILES['test']
+                valid_file:str|Path|None=None, # optional; default: the file matching COVIDX_FILES['valid'] when present
+                image_dirs:dict|None=None, # split -> image folder; default: root/<split>/ (or root/<file stem>/, e.g. val/) if the file is there, else root/
                 label_map:dict|None=None, # label -> label (e.g. {'positive': 'COVID-19'}); None drops
                 labels:list|None=None, # expected labels: others are errors, absent ones 'empty class'
                 source:str='covidx', # source when a line has no source field
@@ -516,17 +530,16 @@ def read_covidx(root:str|Path, # folder with the label files (and by default the
                 on_error:str='raise', # 'raise' | 'skip'
                 max_pixels:int|None=None # decompression-bomb limit
                )->pd.DataFrame:
-    "Read COVIDx label files (train/test[/val]) into the covidxr table"
+    "Read COVIDx label files (train/test[/val]; COVID-Net, COVIDx v1 or Kaggle CXR-2/3/4 names) into the covidxr table"
     root = find_dataset(root)
     if root.is_file():   # one label file: its split from its name
         n = root.name.lower()
         files = {'test' if n.startswith('test') else 'valid' if n.startswith('val') else 'train': root}
         root = root.parent
-    else: files = dict(train=Path(root, train_file) if train_file else _covidx_files(root, 'train*COVIDx*.txt'),
-                      test=Path(root, test_file) if test_file else _covidx_files(root, 'test*COVIDx*.txt'),
-                      valid=Path(root, valid_file) if valid_file else _covidx_files(root, 'val*COVIDx*.txt'))
+    else: files = {k: Path(root, f) if f else _covidx_files(root, COVIDX_FILES[k])
+                   for k, f in dict(train=train_file, test=test_file, valid=valid_file).items()}
     files = {k: v for k, v in files.items() if v is not None}
-    if not files: raise CXRDataError(f"{root}: no COVIDx label file (train*COVIDx*.txt / test*COVIDx*.txt)")
+    if not files: raise CXRDataError(f"{root}: no COVIDx label file ({', '.join(p for ps in COVIDX_FILES.values() for p in ps)})")
     what = f'COVIDx {root}'
     probs = _Problems(on_error, what)
     known = set(COVIDX_LABELS) | set(label_map or {}) | set(labels or [])
@@ -534,7 +547,7 @@ def read_covidx(root:str|Path, # folder with the label files (and by default the
     for split, f in files.items():
         if not f.is_file(): raise CXRDataError(f"{f}: COVIDx label file not found")
         text = f.read_bytes().decode('utf-8-sig', errors='replace')
-        dirs = [Path(image_dirs[split])] if image_dirs and split in image_dirs else [root/split, root]
+        dirs = [Path(image_dirs[split])] if image_dirs and split in image_dirs else list(dict.fromkeys([root/split, root/f.stem, root]))
         for n, line in enumerate(text.splitlines(), 1):
             try: t = parse_covidx_line(line, known)
             except ValueError as e: probs.add(f'{f.name}:{n}', f'malformed line {line.strip()!r}: {e}', row=f'{f.name}:{n}'); continue
@@ -543,6 +556,9 @@ def read_covidx(root:str|Path, # folder with the label files (and by default the
             if label_map is not None and lab in label_map:
                 if label_map[lab] is None: probs.add(fn, f'label {lab!r} dropped by label_map', row=f'{f.name}:{n}', action='dropped'); continue
                 lab = label_map[lab]
+            if src.lower() in SOURCE_FIXES:
+                probs.add(fn, f'source {src!r} read as {SOURCE_FIXES[src.lower()]!r}', row=f'{f.name}:{n}', action='normalised')
+                src = SOURCE_FIXES[src.lower()]
             p = next((d/fn for d in dirs if (d/fn).exists()), dirs[0]/fn)
             src = src or source
             rows.append(dict(path=str(p.absolute()), label=lab, patient_id=_prefix(pid, src) if prefix_patients else pid,
@@ -562,6 +578,7 @@ def read_covidx(root:str|Path, # folder with the label files (and by default the
     rep = probs.finish()
     df = _finish(df, root, 'covidx', rep, extra_first=('filename', 'row'))
     df.attrs['n_duplicates'] = ndup
+    df.attrs['label_files'] = {k: v.name for k, v in files.items()}
     return df
 
 # %% ../nbs/01_data.ipynb #dc3089c8
@@ -575,7 +592,7 @@ def read_dataset(name_or_path:str|Path, # dataset name (e.g. 'cxr-mini'), folder
     if format == 'auto':
         if root.is_file(): format = 'csv' if root.suffix.lower() in ('.csv', '.tsv') else 'covidx'
         elif (root/'labels.csv').exists(): format = 'csv'
-        elif list(root.glob('*COVIDx*.txt')): format = 'covidx'
+        elif is_covidx_folder(root): format = 'covidx'
         else: format = 'folder'
     if format == 'csv': return read_csv_dataset(root if root.is_file() else root/'labels.csv', on_error=on_error, **kwargs)
     if format == 'covidx': return read_covidx(root, on_error=on_error, **kwargs)
