@@ -3,7 +3,8 @@ import os, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from PIL import Image
-from covidxr.data import (ImageCache, default_cache_dir, cxr_dls, load_cxr, write_test_dicom, CXRDataError, data_report)
+from covidxr.test_utils import write_test_dicom
+from covidxr.data import (ImageCache, default_cache_dir, cxr_dls, load_cxr, CXRDataError, data_report)
 
 
 def _img(p, w, h, seed=0):

@@ -5,7 +5,8 @@ import numpy as np, pandas as pd, pytest, torch
 from PIL import Image
 import pydicom
 from pydicom.dataset import Dataset
-from covidxr.data import (load_cxr, write_test_dicom, read_dicom, read_folder, read_dataset, make_splits, cxr_dls,
+from covidxr.test_utils import write_test_dicom
+from covidxr.data import (load_cxr, read_dicom, read_folder, read_dataset, make_splits, cxr_dls,
                           check_file, dicom_meta, CXRDataError)
 
 RAMP = np.tile(np.linspace(0, 4095, 64).round().astype(np.uint16), (16, 1))   # 12-bit ramp, 16 x 64
