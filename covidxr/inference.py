@@ -11,9 +11,9 @@ from torch import nn
 from .core import save_json, load_json, atomic_write, lib_versions, load_state_file
 
 # %% auto #0
-__all__ = ['CARD_FORMAT', 'IMAGE_EXTS', 'model_card', 'RunError', 'read_card', 'save_artifact', 'build_model', 'load_run',
-           'item_tfms', 'load_item', 'normalize_batch', 'preprocess', 'predict_batch', 'image_files', 'predict_paths',
-           'run_learner', 'onnx_parity', 'export_onnx', 'export_pickle']
+__all__ = ['CARD_FORMAT', 'model_card', 'RunError', 'read_card', 'save_artifact', 'build_model', 'load_run', 'item_tfms',
+           'load_item', 'normalize_batch', 'preprocess', 'predict_batch', 'image_files', 'predict_paths', 'run_learner',
+           'onnx_parity', 'export_onnx', 'export_pickle']
 
 # %% ../nbs/07_inference.ipynb #e0caf9a8
 from .models import IMAGENET_STATS
@@ -169,7 +169,7 @@ def predict_batch(model:nn.Module, # module in eval mode
     with torch.inference_mode(): return torch.softmax(model(xb).float(), dim=1).cpu()
 
 # %% ../nbs/07_inference.ipynb #405c6a0b
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.gif', '.webp', '.dcm', '.dicom')
+from .images import IMG_EXTS as IMAGE_EXTS   # the one definition of image file endings
 
 def image_files(items:str|Path|list, # image files and/or folders (searched recursively)
                 exts:tuple=IMAGE_EXTS # file name endings that count as images in folders

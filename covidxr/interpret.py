@@ -12,11 +12,11 @@ from matplotlib.figure import Figure
 from .metrics import check_preds, preds_arrays, prob_cols
 
 # %% auto #0
-__all__ = ['IMAGENET_STATS', 'open_image', 'to_input', 'get_layer', 'default_cam_layer', 'gradcam', 'cam_overlay', 'cam_gallery',
-           'top_losses', 'plot_top_losses', 'activations', 'plot_activations']
+__all__ = ['open_image', 'to_input', 'get_layer', 'default_cam_layer', 'gradcam', 'cam_overlay', 'cam_gallery', 'top_losses',
+           'plot_top_losses', 'activations', 'plot_activations']
 
 # %% ../nbs/06_interpret.ipynb #ce1de8b2
-IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+from .images import IMAGENET_STATS   # the one definition (mean, std)
 
 def open_image(image)->Image.Image:
     "An RGB PIL image from a path, PIL image or HxW(x3) array (through `covidxr.data.load_cxr` when available)"

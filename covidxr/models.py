@@ -13,7 +13,7 @@ from fastai.vision.all import create_body, create_head, TimmBody, params, L, Fla
 from .core import resolve_weights, load_state_file, MissingWeightsError
 
 # %% auto #0
-__all__ = ['HEADS', 'IMAGENET_STATS', 'ARCHS', 'cxr_cnn_body', 'create_cxr_head', 'vgg_split', 'mobilenet_split', 'cxr_cnn_split',
+__all__ = ['HEADS', 'ARCHS', 'cxr_cnn_body', 'create_cxr_head', 'vgg_split', 'mobilenet_split', 'cxr_cnn_split',
            'timm_effnet_split', 'ArchSpec', 'get_arch', 'create_cxr_model', 'n_params']
 
 # %% ../nbs/02_models.ipynb #625bd112
@@ -57,7 +57,7 @@ def timm_effnet_split(m):
     return L(nn.Sequential(b.conv_stem, b.bn1, b.blocks[:k]), nn.Sequential(b.blocks[k:], b.conv_head, b.bn2), m[1:]).map(params)
 
 # %% ../nbs/02_models.ipynb #f4690365
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+from .images import IMAGENET_STATS   # the one definition (mean, std)
 
 @dataclass(frozen=True)
 class ArchSpec:
