@@ -4,16 +4,17 @@
 
 # %% ../nbs/00_core.ipynb #77b7309b
 from __future__ import annotations
-import os, json, socket, tempfile, threading, platform, hashlib
+import os, json, socket, tempfile, threading, platform, hashlib, shutil, secrets, time
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import patch
 from fastai.torch_core import set_seed
 
 # %% auto #0
-__all__ = ['seed_everything', 'pick_device', 'atomic_write', 'save_json', 'load_json', 'lib_versions', 'DatasetNotFoundError',
-           'project_root', 'data_search_paths', 'find_dataset', 'MissingWeightsError', 'weights_source',
-           'resolve_weights', 'load_state_file']
+__all__ = ['seed_everything', 'pick_device', 'atomic_write', 'save_json', 'load_json', 'swap_dir', 'RunLockedError', 'run_lock',
+           'lib_versions', 'DatasetNotFoundError', 'project_root', 'data_search_paths', 'find_dataset',
+           'MissingWeightsError', 'weights_source', 'resolve_weights', 'load_state_file']
 
 # %% ../nbs/00_core.ipynb #2ebe3055
 def seed_everything(seed:int=42, # the seed for `random`, NumPy and torch
@@ -69,6 +70,73 @@ def save_json(obj, path:str|Path)->Path:
 def load_json(path:str|Path):
     "Read a JSON file"
     return json.loads(Path(path).read_text())
+
+# %% ../nbs/00_core.ipynb #66cf004e
+@contextmanager
+def swap_dir(folder:str|Path # the folder to (re)build; created when missing
+            ):
+    "Yield a new sibling folder to build `folder`'s content in; on success it replaces `folder` whole, on error nothing changes"
+    folder = Path(folder); folder.parent.mkdir(parents=True, exist_ok=True)
+    tag = f'{os.getpid()}.{secrets.token_hex(3)}'
+    tmp = folder.parent/f'.{folder.name}.{tag}.tmp'
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = folder.parent/f'.{folder.name}.{tag}.old'
+        if folder.exists(): os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+
+# %% ../nbs/00_core.ipynb #d2c93ffd
+class RunLockedError(RuntimeError):
+    "A run folder that another process is writing"
+
+_HELD = {}
+
+def _lock_holder(f:Path)->str:
+    try: txt = f.read_text().split()
+    except OSError: txt = []
+    if len(txt) >= 3: return f"pid {txt[0]} on {txt[1]}, since {txt[2]}"
+    return "another process"
+
+@contextmanager
+def run_lock(folder:str|Path # the run folder (created when missing)
+            ):
+    "Hold an exclusive lock on `folder` for the `with` block; `RunLockedError` naming the holder if another process has it"
+    import fcntl
+    folder = Path(folder).absolute(); key = str(folder)
+    if key in _HELD:   # re-entered by the holder itself
+        _HELD[key] += 1
+        try: yield folder/'.lock'
+        finally: _HELD[key] -= 1
+        return
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    f = folder/'.lock'
+    while True:
+        fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLockedError(f"Run folder {str(folder)!r} is in use by {_lock_holder(f)}: wait for that run to "
+                                 f"finish (or stop it), or choose another output folder (--out).") from None
+        try: same = os.fstat(fd).st_ino == os.stat(f).st_ino
+        except FileNotFoundError: same = False
+        if same: break
+        os.close(fd)   # the file was removed by the previous holder between our open and flock: try again
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
+        _HELD[key] = 1
+        yield f
+    finally:
+        _HELD.pop(key, None)
+        f.unlink(missing_ok=True); os.close(fd)
+        if made:
+            try: folder.rmdir()   # only when empty
+            except OSError: pass
 
 # %% ../nbs/00_core.ipynb #fae323e5
 def lib_versions()->dict:
