@@ -91,14 +91,6 @@ def _read_data(data, format, what='--data'):
         raise CliError(f"Unknown format {format!r} (--format): use auto, folder, csv or covidx.")
     return read_dataset(data, format=format)
 
-def _evaluate_run(run:Path, df, out:Path, external=None, tta=False, bs=32, device=None, history=None):
-    "Evaluate the run folder's model on `df` (and `external`) into `out`; returns the metrics dict"
-    from covidxr.inference import run_learner
-    from covidxr.report import evaluate as report_evaluate
-    learn = run_learner(run, df, bs=bs, device=device)
-    hist = history if history is not None else (run/'history.csv' if (run/'history.csv').exists() else None)
-    return report_evaluate(learn, df, out=out, tta=tta, history=hist, external_df=external)
-
 def _print_metrics(m:dict, out:Path):
     "The headline numbers with their 95% CIs, and what they rest on"
     ov = m.get('overall', {}) if isinstance(m, dict) else {}
@@ -137,6 +129,7 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
     "Train a recipe on a dataset, save the run folder and evaluate the test split into RUN/report"
     from covidxr.data import make_splits, sample_per_class
     from covidxr.learn import get_recipe, train_recipe
+    from covidxr.report import evaluate_run
     check_arch(arch); check_recipe(recipe)
     run = check_out_dir(out or f"models/{recipe}-{arch}")
     if (run/'state.json').exists() and not (resume or overwrite):
@@ -159,7 +152,7 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
     res = dict(run=run, seconds_train=t_train)
     test = df[df.split == 'test']
     if len(test):
-        m = _evaluate_run(run, test, run/'report', device=device)
+        m = evaluate_run(run, test, run/'report', device=device)
         res.update(report=run/'report', metrics=m)
         print(f"Trained in {t_train/60:.1f} min; test split ({len(test)} images):")
         _print_metrics(m, run/'report')
@@ -194,27 +187,12 @@ def evaluate(model:str=None, # run folder written by `covidxr train` (card.json 
     out = check_out_dir(out or run/f"eval-{name}")
     print(f"Evaluating {run} on {data} ({len(df)} images{'' if split == 'all' else ', split ' + split})"
           + (f" and on {external} ({len(ext)} images, external)" if ext is not None else ''))
-    m = _evaluate_run(run, df, out, external=ext, tta=tta, bs=bs, device=device)
+    from covidxr.report import evaluate_run
+    m = evaluate_run(run, df, out, external=ext, tta=tta, bs=bs, device=device)
     _print_metrics(m, out)
     return dict(report=out, metrics=m)
 
 # %% ../nbs/08_cli.ipynb #9328b31b
-def _write_cams(model, card, preds, cam_dir:Path):
-    from covidxr.interpret import gradcam, cam_overlay
-    from covidxr.data import load_cxr
-    from covidxr.core import atomic_write
-    from PIL import Image
-    import io
-    classes, done = card['classes'], []
-    for r in preds[preds.error == ''].itertuples():
-        img = load_cxr(r.path)
-        cam = gradcam(model, img, target=classes.index(r.pred), size=tuple(card['size']))
-        ov = Image.fromarray(cam_overlay(img, cam))
-        f = cam_dir/f"{Path(r.path).stem}.cam.png"
-        buf = io.BytesIO(); ov.save(buf, format='PNG'); atomic_write(f, buf.getvalue())
-        done.append(f)
-    return done
-
 @call_parse
 def predict(*images:str, # image files and/or folders (searched recursively)
             model:str=None, # run folder written by `covidxr train` (card.json + weights.safetensors)
@@ -244,7 +222,8 @@ def predict(*images:str, # image files and/or folders (searched recursively)
     print(f"Predicted {len(preds) - len(bad)} of {len(preds)} images -> {out}" +
           (f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if len(counts) else ''))
     if cam_dir is not None:
-        n = len(_write_cams(m, card, preds, cam_dir))
+        from covidxr.interpret import write_cams
+        n = len(write_cams(m, preds, cam_dir, classes=card['classes'], size=tuple(card['size']), stats=(card['mean'], card['std'])))
         print(f"Grad-CAM overlays: {n} PNGs in {cam_dir}")
     return preds
 

@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from .metrics import check_preds, preds_arrays, prob_cols
 
 # %% auto #0
-__all__ = ['open_image', 'to_input', 'get_layer', 'default_cam_layer', 'gradcam', 'cam_overlay', 'cam_gallery', 'top_losses',
-           'plot_top_losses', 'activations', 'plot_activations']
+__all__ = ['open_image', 'to_input', 'get_layer', 'default_cam_layer', 'gradcam', 'cam_overlay', 'cam_gallery', 'write_cams',
+           'top_losses', 'plot_top_losses', 'activations', 'plot_activations']
 
 # %% ../nbs/06_interpret.ipynb #ce1de8b2
 from .images import IMAGENET_STATS   # the one definition (mean, std)
@@ -164,6 +164,32 @@ def cam_gallery(learn_or_model, # a Learner (or module + `classes`)
                 a_img.set_title(f"{r.label} / {r.pred}\n({kind}, p={r[f'p_{r.pred}']:.2f})", fontsize=7)
     fig.suptitle(f'{method}: actual / predicted; CAM of the predicted class', fontsize=9); fig.tight_layout()
     return fig
+
+# %% ../nbs/06_interpret.ipynb #714266b4
+def write_cams(learn_or_model, # a Learner, or an nn.Module (then pass `size`, `stats`, `classes`)
+               preds:pd.DataFrame, # predictions table with `path` and `pred` (and optionally `error`)
+               folder:str|Path, # where the PNGs go (created)
+               method:str='gradcam', # 'gradcam' or 'gradcam++'
+               classes:list|None=None, # class names in output order (default: the learner's vocab / the `p_` columns)
+               **kw # passed to `gradcam` (size, stats, layer)
+              )->list[Path]:
+    "Write a Grad-CAM overlay PNG of the predicted class for every predicted row of `preds`; returns the files"
+    import io
+    from covidxr.core import atomic_write
+    model, learn = _model_of(learn_or_model)
+    classes = [str(c) for c in learn.dls.vocab] if learn is not None else list(classes or [c[2:] for c in preds.columns if c.startswith('p_')])
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    rows = preds[preds['error'].fillna('') == ''] if 'error' in preds.columns else preds
+    done, used = [], set()
+    for r in rows.itertuples():
+        img = open_image(r.path)
+        cam = gradcam(learn_or_model, img, target=classes.index(r.pred), method=method, classes=classes, **kw)
+        stem = Path(r.path).stem; name, i = f'{stem}.cam.png', 0
+        while name in used: i += 1; name = f'{stem}-{i}.cam.png'
+        used.add(name)
+        buf = io.BytesIO(); Image.fromarray(cam_overlay(img, cam)).save(buf, format='PNG')
+        done.append(atomic_write(folder/name, buf.getvalue()))
+    return done
 
 # %% ../nbs/06_interpret.ipynb #f7b65563
 def top_losses(preds:pd.DataFrame, # predictions table

@@ -13,14 +13,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from .core import atomic_write, save_json, load_json, lib_versions
+from .core import atomic_write, save_json, load_json, lib_versions, swap_dir
 from .metrics import *
 from .metrics import _fixture_preds
 
 # %% auto #0
 __all__ = ['last_linear', 'get_preds_df', 'get_features', 'source_probe', 'plot_confusion', 'plot_roc', 'plot_reliability',
            'history_df', 'plot_history', 'md_table', 'render_md', 'render_html', 'main_table', 'overall_table',
-           'report_from_preds', 'evaluate', 'compare_runs']
+           'report_from_preds', 'evaluate', 'evaluate_run', 'compare_runs']
 
 # %% ../nbs/05_report.ipynb #cc1fa094
 def last_linear(model:torch.nn.Module)->torch.nn.Module:
@@ -270,9 +270,24 @@ def report_from_preds(preds:pd.DataFrame, # test predictions table
                       title:str='covidxr evaluation report', # report title
                       meta:dict|None=None # run description saved in metrics.json (arch, aug, pretrained, ...)
                      )->dict:
-    "Write the report folder from predictions tables; returns the metrics dict saved as metrics.json"
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    "Write the report folder from predictions tables (built aside, swapped in whole); returns the metrics dict saved as metrics.json"
     classes = check_preds(preds, classes)
+    final = Path(out); _check_report_dir(final)
+    with swap_dir(final) as out:
+        return _write_report(out, preds, classes, history, external, probe, valid_preds, n_boot, seed, title, meta)
+
+def _check_report_dir(out:Path):
+    "A report replaces only an earlier report: refuse a folder holding anything else"
+    if not out.exists(): return
+    if not out.is_dir(): raise NotADirectoryError(f"Report folder {str(out)!r} is a file: choose a folder (--out).")
+    try: own = set(load_json(out/'metrics.json').get('files', []))
+    except Exception: own = set()
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
+    if foreign: raise FileExistsError(f"Report folder {str(out)!r} holds files that are not part of a covidxr report "
+                                      f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): a report replaces "
+                                      f"its folder whole, so choose a new or empty folder (--out) or move them.")
+
+def _write_report(out, preds, classes, history, external, probe, valid_preds, n_boot, seed, title, meta):
     r = metrics_with_ci(preds, classes, n_boot=n_boot, seed=seed)
     atomic_write(out/'preds.csv', preds.to_csv(index=False))
     atomic_write(out/'per_class.csv', r['per_class'].to_csv())
@@ -375,6 +390,24 @@ def evaluate(learn_or_preds, # a fastai Learner, or a test predictions table
         meta.setdefault('n_params', int(sum(p.numel() for p in learn.model.parameters())))
     return report_from_preds(preds, out, history=history, external=ext, probe=probe, valid_preds=vp, n_boot=n_boot, seed=seed,
                              title=title or 'covidxr evaluation report', meta=meta)
+
+# %% ../nbs/05_report.ipynb #027919e9
+def evaluate_run(run:str|Path, # run folder written by training (card.json + weights.safetensors)
+                 df:pd.DataFrame, # rows to evaluate (data contract); rows with split == 'test' when it has them
+                 out:str|Path|None=None, # report folder (default: RUN/report)
+                 external:pd.DataFrame|None=None, # an external test set (data contract), evaluated in full
+                 tta:bool=False, # fastai test-time augmentation
+                 bs:int=32, # batch size
+                 device:str|None=None, # default: `covidxr.core.pick_device()`
+                 history=None, # training curves; default: RUN/history.csv when present
+                 **kwargs # more `evaluate` arguments: source_probe, valid_df, n_boot, seed, title, meta
+                )->dict:
+    "Evaluate the model of a saved run folder on `df` (and `external`) into the report folder `out`; returns the metrics dict"
+    from covidxr.inference import run_learner
+    run = Path(run)
+    learn = run_learner(run, df, bs=bs, device=device)
+    if history is None and (run/'history.csv').exists(): history = run/'history.csv'
+    return evaluate(learn, df, out=run/'report' if out is None else out, tta=tta, history=history, external_df=external, **kwargs)
 
 # %% ../nbs/05_report.ipynb #4f2df474
 def _find_key(d, key):
