@@ -11,7 +11,7 @@ from fastcore.script import call_parse, parse_cli, CliError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run', 'epoch_lines',
-           'train', 'evaluate', 'predict', 'export', 'compare', 'demo', 'main']
+           'train', 'evaluate', 'predict', 'export', 'compare', 'demo', 'bench', 'main']
 
 # %% ../nbs/08_cli.ipynb #711d55bc
 def one_line(e:BaseException)->str:
@@ -303,8 +303,24 @@ def demo(data:str='cxr-mini', # dataset name or path
           f"(report.html / report.md). Predict with: covidxr predict --model {res['run']} IMAGE_OR_FOLDER --out preds.csv")
     return res
 
+# %% ../nbs/08_cli.ipynb #18edb201
+@call_parse
+def bench(out:str='bench', # folder for bench.json and bench.md
+          quick:bool=False, # 1-2 min smoke run: 32 images at 1024², 1 epoch, ResNet-18 at small sizes
+          n_images:int=None, # images copied from --data at each source size (default 256; --quick 32)
+          data:str='cxr-mini', # dataset the full-size copies are made from
+          device:str=None, # cpu, cuda (default: the best available)
+          debug:bool=False # show the full traceback on errors
+         ):
+    "Time covidxr against plain fastai on the same full-size images (data pass, training epoch, inference)"
+    from covidxr.bench import run_bench
+    out = check_out_dir(out)
+    res = run_bench(out, quick=quick, data=data, device=device, **({'n_images': n_images} if n_images else {}))
+    print(f"Wrote {out/'bench.json'} and {out/'bench.md'}")
+    return res
+
 # %% ../nbs/08_cli.ipynb #9af791da
-COMMANDS = dict(train=train, evaluate=evaluate, predict=predict, export=export, compare=compare, demo=demo)
+COMMANDS = dict(train=train, evaluate=evaluate, predict=predict, export=export, compare=compare, demo=demo, bench=bench)
 
 def _usage()->str:
     from covidxr import __version__
