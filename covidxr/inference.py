@@ -4,19 +4,21 @@
 
 # %% ../nbs/07_inference.ipynb #0a3159dd
 from __future__ import annotations
-import os, io, math, time, warnings, tempfile
+import os, io, math, time, warnings, tempfile, json, hashlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from .core import save_json, load_json, atomic_write, lib_versions, load_state_file
+from .metrics import make_preds
 
 # %% auto #0
-__all__ = ['CARD_FORMAT', 'model_card', 'RunError', 'read_card', 'save_artifact', 'build_model', 'load_run', 'item_tfms',
-           'load_item', 'normalize_batch', 'preprocess', 'predict_batch', 'image_files', 'predict_paths', 'run_learner',
-           'onnx_parity', 'export_onnx', 'export_pickle']
+__all__ = ['CARD_FORMAT', 'SIZE_RANGE', 'model_card', 'weight_shapes', 'card_signature', 'save_card', 'RunError', 'read_card',
+           'save_artifact', 'build_model', 'load_run', 'item_tfms', 'load_item', 'normalize_batch', 'preprocess',
+           'predict_batch', 'image_files', 'predict_paths', 'run_learner', 'onnx_parity', 'export_onnx',
+           'export_pickle']
 
 # %% ../nbs/07_inference.ipynb #e0caf9a8
-from .models import IMAGENET_STATS
+from .images import IMAGENET_STATS
 CARD_FORMAT = 'covidxr-card/1'
 
 def _size2(size)->list:
@@ -45,36 +47,86 @@ def model_card(arch:str, # architecture name in `covidxr.models.ARCHS`
                 weights=weights)
     card.update(extra)
     card.setdefault('lib_versions', lib_versions())
+    card.setdefault('created', time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     return card
+
+def weight_shapes(weights:str|Path|dict # a safetensors file (only its header is read) or a state dict
+                 )->dict:
+    "Tensor name -> shape of a weights file or state dict"
+    if isinstance(weights, dict): return {k: list(v.shape) for k, v in weights.items()}
+    from safetensors import safe_open
+    with safe_open(str(weights), framework='pt') as f: return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+def card_signature(classes:list, # class names in output order
+                   shapes:dict # `weight_shapes` of the weights file
+                  )->str:
+    "Hash of the class list (names, count, order) and the weights' tensor names and shapes: ties a card to its weights"
+    s = json.dumps(dict(classes=[str(c) for c in classes], shapes={k: list(v) for k, v in sorted(shapes.items())}))
+    return hashlib.sha256(s.encode()).hexdigest()[:32]
+
+def save_card(card:dict, # from `model_card`
+              run_dir:str|Path # the run folder holding the weights file `card['weights']`
+             )->Path:
+    "Write `card.json` (atomically) with the `signature` of its classes and of the weights file beside it"
+    run_dir = Path(run_dir)
+    card = {k: v for k, v in card.items() if not k.startswith('_')}
+    card['signature'] = card_signature(card['classes'], weight_shapes(run_dir/card['weights']))
+    return save_json(card, run_dir/'card.json')
 
 # %% ../nbs/07_inference.ipynb #71a98775
 class RunError(FileNotFoundError):
     "A run folder (or model file) that cannot be used for inference"
 
+SIZE_RANGE = (16, 2048)   # input sizes a card may ask for (a larger one would exhaust memory, not be a model)
+
+def _card_problems(card:dict)->list:
+    "What is wrong with a card's fields (empty when it can be used)"
+    from covidxr.models import ARCHS
+    bad, fin = [], lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if card.get('format') != CARD_FORMAT: bad.append(f"format is {card.get('format')!r}, not {CARD_FORMAT!r}")
+    if card.get('arch') not in ARCHS: bad.append(f"arch {card.get('arch')!r} is not one of {', '.join(ARCHS)}")
+    cls = card.get('classes')
+    if not (isinstance(cls, list) and all(isinstance(c, str) and c.strip() for c in cls)):
+        bad.append("classes must be a list of class names")
+    elif not 2 <= len(cls) <= 1000 or len(set(cls)) != len(cls): bad.append(f"classes {cls[:10]} must be 2 to 1000 distinct names")
+    elif card.get('n_out') != len(cls): bad.append(f"n_out {card.get('n_out')!r} differs from the {len(cls)} classes")
+    sz = card.get('size')
+    if not (isinstance(sz, list) and len(sz) == 2 and all(isinstance(s, int) and not isinstance(s, bool) for s in sz)):
+        bad.append(f"size {sz!r} must be [height, width]")
+    elif not all(SIZE_RANGE[0] <= s <= SIZE_RANGE[1] for s in sz): bad.append(f"size {sz} is outside {SIZE_RANGE[0]}..{SIZE_RANGE[1]} px")
+    for k, ok in (('mean', lambda v: 0 <= v <= 1), ('std', lambda v: 0.001 <= v <= 1)):
+        v = card.get(k)
+        if not (isinstance(v, list) and len(v) == 3 and all(fin(x) and ok(x) for x in v)):
+            bad.append(f"{k} {v!r} must be 3 finite numbers in {'0..1' if k == 'mean' else '0.001..1'} (pixel scale 0..1)")
+    if card.get('resize') not in ('squish', 'crop', 'pad'): bad.append(f"resize {card.get('resize')!r} is not squish, crop or pad")
+    if card.get('pad_mode') not in ('zeros', 'border', 'reflection'): bad.append(f"pad_mode {card.get('pad_mode')!r} is not zeros, border or reflection")
+    if not (card.get('head') is None or isinstance(card.get('head'), str)): bad.append(f"head {card.get('head')!r} must be a name or null")
+    w = card.get('weights')
+    if not (isinstance(w, str) and w and not Path(w).is_absolute() and '..' not in Path(w).parts):
+        bad.append(f"weights {w!r} must be a file name inside the run folder")
+    if not (isinstance(card.get('signature'), str) and len(card['signature']) == 32): bad.append("signature is missing")
+    return bad
+
 def read_card(run_dir:str|Path # run folder holding card.json (or the card.json file itself)
              )->dict:
-    "Read and normalise `card.json` of a run folder"
+    "Read `card.json` of a run folder and check every field; `RunError` naming the file and the fields otherwise"
     run_dir = Path(run_dir)
     f = run_dir if run_dir.is_file() else run_dir/'card.json'
     if not run_dir.exists(): raise RunError(f"Model run folder {str(run_dir)!r} does not exist: pass the folder that "
                                             f"`covidxr train` wrote (it holds card.json and weights.safetensors).")
     if not f.is_file(): raise RunError(f"{str(run_dir)!r} has no card.json: pass a run folder written by `covidxr train` "
                                        f"(card.json + weights.safetensors).")
+    if f.stat().st_size > 1_000_000: raise RunError(f"Model card {str(f)!r} is {f.stat().st_size} bytes: not a covidxr card.")
     try: card = load_json(f)
     except Exception as e: raise RunError(f"Model card {str(f)!r} is not valid JSON ({e}): re-train or restore the file.") from e
+    if not isinstance(card, dict): raise RunError(f"Model card {str(f)!r} is not a JSON object: re-train or restore the file.")
+    bad = _card_problems(card)
+    if bad: raise RunError(f"Model card {str(f)!r} cannot be trusted: {'; '.join(bad)}. It was edited, damaged or not "
+                           f"written by this covidxr: re-train, or restore card.json from the run's copy.")
     card = dict(card)
-    if 'classes' not in card and 'vocab' in card: card['classes'] = card['vocab']
-    if 'size' not in card and 'input_size' in card: card['size'] = card['input_size']
-    if 'mean' not in card and isinstance(card.get('norm'), dict): card['mean'], card['std'] = card['norm']['mean'], card['norm']['std']
-    for k in ('arch', 'classes', 'size'):
-        if k not in card: raise RunError(f"Model card {str(f)!r} lacks {k!r}: it was not written by covidxr; re-train or add the key.")
-    card['classes'] = [str(c) for c in card['classes']]
-    card['size'] = _size2(card['size'])
-    card.setdefault('resize', 'squish'); card['resize'] = str(card['resize']).lower()
-    card.setdefault('mean', list(IMAGENET_STATS[0])); card.setdefault('std', list(IMAGENET_STATS[1]))
-    card.setdefault('pad_mode', 'zeros'); card.setdefault('head', None); card.setdefault('weights', 'weights.safetensors')
-    card.setdefault('n_out', len(card['classes']))
-    card['_dir'] = str(f.parent.resolve())
+    d = f.parent.resolve(); wf = (d/card['weights']).resolve()
+    if not wf.is_relative_to(d): raise RunError(f"Model card {str(f)!r}: weights {card['weights']!r} lead outside the run folder {str(d)!r}.")
+    card['_dir'] = str(d)
     return card
 
 # %% ../nbs/07_inference.ipynb #1ac60034
@@ -83,11 +135,10 @@ def save_artifact(model:nn.Module, # the trained module (e.g. `learn.model`)
                   card:dict # from `model_card`
                  )->Path:
     "Write `weights.safetensors` (or `card['weights']`) and `card.json` into `run_dir`; returns `run_dir`"
-    from safetensors.torch import save as st_save
+    from covidxr.learn import save_weights
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(run_dir/card.get('weights', 'weights.safetensors'), st_save(sd, metadata={'format': 'pt'}))
-    save_json({k: v for k, v in card.items() if not k.startswith('_')}, run_dir/'card.json')
+    save_weights(model, run_dir/card['weights'])
+    save_card(card, run_dir)
     return run_dir
 
 # %% ../nbs/07_inference.ipynb #126e7a21
@@ -112,6 +163,10 @@ def load_run(run_dir:str|Path, # run folder written by training (card.json + wei
     try: sd = load_state_file(wf)
     except Exception as e: raise RunError(f"Weights file {str(wf)!r} cannot be read ({type(e).__name__}: {e}): "
                                           f"the file is damaged or not a safetensors/weights-only torch file; re-train or restore it.") from e
+    if card_signature(card['classes'], weight_shapes(sd)) != card['signature']:
+        raise RunError(f"card.json of {str(card['_dir'])!r} does not belong to {str(wf)!r}: its class list {card['classes']} "
+                       f"or the weights' tensor shapes differ from those the card was written with. Was card.json edited "
+                       f"or copied from another run? Re-train, or restore the run's own card.json.")
     try: model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise RunError(f"Weights {str(wf)!r} do not fit the architecture in card.json ({card['arch']!r}, "
@@ -209,10 +264,10 @@ def predict_paths(run_dir_or_model, # run folder, or `(model, card)` from `load_
             try: items.append(load_item(files[i], card, tfms)); idx.append(i)
             except Exception as e: errors[i] = _img_error(files[i], e)
         if items: probs[idx] = predict_batch(model, normalize_batch(torch.stack(items), card), channels_last).numpy()
-    res = pd.DataFrame({'path': [str(f) for f in files]})
-    for j, c in enumerate(classes): res[f'p_{c}'] = probs[:, j]
-    ok = ~np.isnan(probs).any(1)
-    res['pred'] = [classes[j] if o else '' for j, o in zip(probs.argmax(1) if len(files) else [], ok)]
+    for i in np.flatnonzero(~np.isfinite(probs).all(1)):   # a damaged model: an error in that row, never a result
+        if not errors[i]: errors[i] = 'non-finite probabilities (the weights or the card\'s normalisation are broken)'
+    probs[[bool(e) for e in errors]] = np.nan
+    res = make_preds(None, probs, classes, path=files)
     res['error'] = errors
     return res
 

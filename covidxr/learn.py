@@ -12,7 +12,7 @@ from sklearn.metrics import f1_score, recall_score
 from fastai.vision.all import (Learner, Callback, Recorder, Adam, RAdam, SGD, CrossEntropyLossFlat, accuracy,
                                skm_to_fastai, AvgMetric, Normalize, ReduceLROnPlateau, ChannelsLast, ParamScheduler, L)
 from .core import seed_everything, pick_device, atomic_write, save_json, load_json, lib_versions, \
-    find_dataset, load_state_file, resolve_weights, MissingWeightsError
+    find_dataset, load_state_file, resolve_weights, MissingWeightsError, run_lock
 from .models import create_cxr_model, get_arch, ArchSpec
 from .data import cxr_dls, read_dataset, make_splits
 from .recipes import Step, Stage, Recipe, override, scaled, SEED002_TABLE3, RECIPES, get_recipe
@@ -227,14 +227,14 @@ def _fit_step(learn, t:Step, cbs:list, lr_find:bool=False)->tuple:
     return lo, hi
 
 # %% ../nbs/03_learn.ipynb #454ef4d8
+from .inference import model_card, save_card   # the one card writer
+
 def _card(learn, r:Recipe, state:dict, df, stats)->dict:
     b = state['best']
-    return dict(format='covidxr-card/1', arch=learn.cxr['arch'], model=learn.cxr['model'], lib=learn.cxr['lib'],
-                head=learn.cxr['head'], n_out=learn.cxr['n_out'], classes=learn.cxr['classes'], size=b['size'],
-                mean=stats[0], std=stats[1], resize=r.resize, weights='weights.safetensors',
-                pretrained=learn.cxr['pretrained'], recipe=r.name, best=b, data_fingerprint=data_fingerprint(df),
-                data_root=str(df.attrs.get('root', '')), lib_versions=lib_versions(),
-                created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+    return model_card(learn.cxr['arch'], learn.cxr['classes'], size=b['size'], resize=r.resize, head=learn.cxr['head'],
+                      mean=stats[0] if stats else None, std=stats[1] if stats else None, model=learn.cxr['model'],
+                      lib=learn.cxr['lib'], pretrained=learn.cxr['pretrained'], recipe=r.name, best=b,
+                      data_fingerprint=data_fingerprint(df), data_root=str(df.attrs.get('root', '')))
 
 def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
                  data='cxr-mini', # a DataFrame (covidxr.data contract) or a dataset name/path for `read_dataset`
@@ -260,78 +260,79 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
     if pretrained is not None: r.pretrained = pretrained
     if quick: r = r.scaled(quick=True)
     out = Path(out); sfile = out/'state.json'
-    state = load_json(sfile) if sfile.exists() else None
-    if state and not (resume or overwrite):
-        raise FileExistsError(f"{out} already holds a run (stages done: {state['done']}); pass resume=True to continue "
-                              f"it or overwrite=True to start again")
-    if state and overwrite and not resume: state = None
-    if resume and state:
-        if state['recipe'] != json.loads(json.dumps(r.to_dict())):
-            raise ValueError(f"resume: the recipe differs from the one in {out/'config.json'}; use another `out`")
-    spec = get_arch(r.arch)
-    if r.pretrained and not (state and state['done']):   # no ImageNet weights: fail now, before writing anything
-        if spec.lib == 'covidxr': raise MissingWeightsError(f"{spec.name!r} has no ImageNet weights: use pretrained=False")
-        resolve_weights(spec.model, weights)
-    if state is None:
-        for f in ('history.csv', 'weights.safetensors', 'card.json'): (out/f).unlink(missing_ok=True)
-    df = _prepare_df(data, r, max_per_class)
-    dev = pick_device(device)
-    vocab = state['classes'] if state else sorted(df['label'].unique())
-    if state is None:
-        state = dict(recipe=r.to_dict(), classes=vocab, done=[], best=None, run_epoch=0)
-        config = dict(recipe=r.to_dict(), quick=quick, data=dict(root=str(df.attrs.get('root', '')),
-                      fingerprint=data_fingerprint(df), n=df.groupby(['split', 'label']).size().unstack(fill_value=0).to_dict(),
-                      max_per_class=max_per_class), seed=r.seed, device=str(dev),
-                      precision=('bf16' if r.mixed_precision == 'bf16' else 'fp16') if r.mixed_precision and dev.type == 'cuda' else 'fp32', lr_find=lr_find, lib_versions=lib_versions())
-        save_json(config, out/'config.json'); save_json(state, sfile)
-    hist = out/'history.csv'
-    if hist.exists():   # drop the rows of a stage that was interrupted: it is run again
-        h = pd.read_csv(hist); h = h[h['stage'].isin(state['done'])]
-        atomic_write(hist, h.to_csv(index=False)); state['run_epoch'] = len(h)
-    learn = None
-    for i, s in enumerate(r.stages):
-        if s.name in state['done']: continue
-        seed_everything(r.seed + i)
-        dls = cxr_dls(df, size=s.size, bs=r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed,
-                      num_workers=num_workers, cache=cache, device=dev)
-        if learn is None:
-            learn = cxr_learner(dls, r.arch, pretrained=r.pretrained and not state['done'], weights=weights if not state['done'] else None,
-                                head=r.head, class_weights=r.class_weights, mixed_precision=r.mixed_precision if dev.type == 'cuda' else False,
-                                channels_last=r.channels_last, path=out, opt_func=_opt_func(r), wd=r.wd)
+    with run_lock(out):   # one writer per run folder: a second train into `out` is refused, naming the holder
+        state = load_json(sfile) if sfile.exists() else None
+        if state and not (resume or overwrite):
+            raise FileExistsError(f"{out} already holds a run (stages done: {state['done']}); pass resume=True to continue "
+                                  f"it or overwrite=True to start again")
+        if state and overwrite and not resume: state = None
+        if resume and state:
+            if state['recipe'] != json.loads(json.dumps(r.to_dict())):
+                raise ValueError(f"resume: the recipe differs from the one in {out/'config.json'}; use another `out`")
+        spec = get_arch(r.arch)
+        if r.pretrained and not (state and state['done']):   # no ImageNet weights: fail now, before writing anything
+            if spec.lib == 'covidxr': raise MissingWeightsError(f"{spec.name!r} has no ImageNet weights: use pretrained=False")
+            resolve_weights(spec.model, weights)
+        if state is None:
+            for f in ('history.csv', 'weights.safetensors', 'card.json'): (out/f).unlink(missing_ok=True)
+        df = _prepare_df(data, r, max_per_class)
+        dev = pick_device(device)
+        vocab = state['classes'] if state else sorted(df['label'].unique())
+        if state is None:
+            state = dict(recipe=r.to_dict(), classes=vocab, done=[], best=None, run_epoch=0)
+            config = dict(recipe=r.to_dict(), quick=quick, data=dict(root=str(df.attrs.get('root', '')),
+                          fingerprint=data_fingerprint(df), n=df.groupby(['split', 'label']).size().unstack(fill_value=0).to_dict(),
+                          max_per_class=max_per_class), seed=r.seed, device=str(dev),
+                          precision=('bf16' if r.mixed_precision == 'bf16' else 'fp16') if r.mixed_precision and dev.type == 'cuda' else 'fp32', lr_find=lr_find, lib_versions=lib_versions())
+            save_json(config, out/'config.json'); save_json(state, sfile)
+        hist = out/'history.csv'
+        if hist.exists():   # drop the rows of a stage that was interrupted: it is run again
+            h = pd.read_csv(hist); h = h[h['stage'].isin(state['done'])]
+            atomic_write(hist, h.to_csv(index=False)); state['run_epoch'] = len(h)
+        learn = None
+        for i, s in enumerate(r.stages):
+            if s.name in state['done']: continue
+            seed_everything(r.seed + i)
+            dls = cxr_dls(df, size=s.size, bs=r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed,
+                          num_workers=num_workers, cache=cache, device=dev)
+            if learn is None:
+                learn = cxr_learner(dls, r.arch, pretrained=r.pretrained and not state['done'], weights=weights if not state['done'] else None,
+                                    head=r.head, class_weights=r.class_weights, mixed_precision=r.mixed_precision if dev.type == 'cuda' else False,
+                                    channels_last=r.channels_last, path=out, opt_func=_opt_func(r), wd=r.wd)
+                learn.cxr['pretrained'] = r.pretrained
+                if r.pretrained and state['done']: set_dls_stats(dls, get_arch(r.arch).mean, get_arch(r.arch).std)
+                learn._cxr_monitor = r.monitor
+                if state['done']:
+                    prev = out/'stages'/f"{state['done'][-1]}.safetensors"
+                    learn.model.load_state_dict(load_state_file(prev))
+            else:
+                stats = dls_stats(learn.dls); learn.dls = dls
+                if stats: set_dls_stats(dls, *stats)
+            for t in s.steps:
+                info = dict(stage=s.name, step=t.name, size=s.size, bs=r.bs, schedule=t.schedule)
+                log = StageLogger(hist, info, state['run_epoch'])
+                keep = BestKeeper(out/'weights.safetensors', r.monitor, info, state)
+                ctx = learn.no_bar() if not show else _null()
+                with ctx:
+                    if show: _fit_step(learn, t, [log, keep] + list(cbs or []), lr_find)
+                    else:
+                        with learn.no_logging(): _fit_step(learn, t, [log, keep] + list(cbs or []), lr_find)
+                state['run_epoch'] = log.run_epoch
+            save_weights(learn.model, out/'stages'/f'{s.name}.safetensors')
+            state['done'].append(s.name); save_json(state, sfile)
+            if stop_after == s.name: break
+        if learn is None:  # everything was done already: rebuild the learner on the last stage
+            s = r.stages[-1]
+            dls = cxr_dls(df, size=s.size, bs=r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed, num_workers=num_workers, cache=cache, device=dev)
+            learn = cxr_learner(dls, r.arch, pretrained=False, head=r.head, path=out, opt_func=_opt_func(r), wd=r.wd)
             learn.cxr['pretrained'] = r.pretrained
-            if r.pretrained and state['done']: set_dls_stats(dls, get_arch(r.arch).mean, get_arch(r.arch).std)
-            learn._cxr_monitor = r.monitor
-            if state['done']:
-                prev = out/'stages'/f"{state['done'][-1]}.safetensors"
-                learn.model.load_state_dict(load_state_file(prev))
-        else:
-            stats = dls_stats(learn.dls); learn.dls = dls
-            if stats: set_dls_stats(dls, *stats)
-        for t in s.steps:
-            info = dict(stage=s.name, step=t.name, size=s.size, bs=r.bs, schedule=t.schedule)
-            log = StageLogger(hist, info, state['run_epoch'])
-            keep = BestKeeper(out/'weights.safetensors', r.monitor, info, state)
-            ctx = learn.no_bar() if not show else _null()
-            with ctx:
-                if show: _fit_step(learn, t, [log, keep] + list(cbs or []), lr_find)
-                else:
-                    with learn.no_logging(): _fit_step(learn, t, [log, keep] + list(cbs or []), lr_find)
-            state['run_epoch'] = log.run_epoch
-        save_weights(learn.model, out/'stages'/f'{s.name}.safetensors')
-        state['done'].append(s.name); save_json(state, sfile)
-        if stop_after == s.name: break
-    if learn is None:  # everything was done already: rebuild the learner on the last stage
-        s = r.stages[-1]
-        dls = cxr_dls(df, size=s.size, bs=r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed, num_workers=num_workers, cache=cache, device=dev)
-        learn = cxr_learner(dls, r.arch, pretrained=False, head=r.head, path=out, opt_func=_opt_func(r), wd=r.wd)
-        learn.cxr['pretrained'] = r.pretrained
-        if r.pretrained: set_dls_stats(dls, get_arch(r.arch).mean, get_arch(r.arch).std)
-    finished = len(state['done']) == len(r.stages)
-    if state['best'] is not None and (out/'weights.safetensors').exists():
-        save_json(_card(learn, r, state, df, dls_stats(learn.dls)), out/'card.json')
-        if finished: learn.model.load_state_dict(load_state_file(out/'weights.safetensors'))
-    learn.run_dir, learn.recipe, learn.run_state = out, r, state
-    return learn
+            if r.pretrained: set_dls_stats(dls, get_arch(r.arch).mean, get_arch(r.arch).std)
+        finished = len(state['done']) == len(r.stages)
+        if state['best'] is not None and (out/'weights.safetensors').exists():
+            save_card(_card(learn, r, state, df, dls_stats(learn.dls)), out)
+            if finished: learn.model.load_state_dict(load_state_file(out/'weights.safetensors'))
+        learn.run_dir, learn.recipe, learn.run_state = out, r, state
+        return learn
 
 class _null:
     def __enter__(self): return self

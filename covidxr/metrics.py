@@ -61,15 +61,23 @@ def preds_arrays(preds:pd.DataFrame, classes:list|None=None):
     else: yhat = P.argmax(1)
     return y, yhat, P
 
-def make_preds(labels, probs, classes, patient_id=None, source=None, path=None)->pd.DataFrame:
-    "Build a predictions table from labels and a probability matrix (`pred` = argmax)"
-    P = np.asarray(probs, float); n = len(P)
-    df = pd.DataFrame({'path': path if path is not None else [f'img{i}' for i in range(n)],
-                       'label': list(labels),
-                       'patient_id': patient_id if patient_id is not None else [f'p{i}' for i in range(n)],
-                       'source': source if source is not None else ['unknown']*n})
+def make_preds(labels, # true labels; None for unlabelled images (no label, patient_id, source columns)
+               probs, # probability matrix, n x k (softmax outputs)
+               classes:list, # class names in column order
+               patient_id=None, # default: one patient per image (`p0`, `p1`, ...)
+               source=None, # default: 'unknown'
+               path=None # default: `img0`, `img1`, ...
+              )->pd.DataFrame:
+    "The predictions table `path, [label, patient_id, source,] p_<class>..., pred`: `pred` = argmax, '' where a row is not finite"
+    P = np.asarray(probs, float).reshape(-1, len(classes)); n = len(P)
+    df = pd.DataFrame({'path': [str(p) for p in path] if path is not None else [f'img{i}' for i in range(n)]})
+    if labels is not None:
+        df['label'] = [str(l) for l in labels]
+        df['patient_id'] = [str(p) for p in patient_id] if patient_id is not None else [f'p{i}' for i in range(n)]
+        df['source'] = [str(s) for s in source] if source is not None else ['unknown']*n
     for j, c in enumerate(prob_cols(classes)): df[c] = P[:, j]
-    df['pred'] = np.asarray(classes, dtype=object)[P.argmax(1)]
+    ok = np.isfinite(P).all(1)
+    df['pred'] = np.where(ok, np.asarray(classes, dtype=object)[np.where(ok[:, None], P, 0).argmax(1)] if n else [], '')
     return df
 
 # %% ../nbs/04_metrics.ipynb #c07ed36d

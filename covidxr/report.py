@@ -52,13 +52,9 @@ def get_preds_df(learn, # a fastai Learner whose `dls` was built from a DataFram
             P = (learn.tta(dl=dl, n=n_tta) if tta else learn.get_preds(dl=dl))[0]
     finally:
         if h is not None: h.remove()
-    P = P.float().numpy()
-    out = pd.DataFrame({'path': df['path'].astype(str) if 'path' in df else [f'img{i}' for i in range(len(df))],
-                        'label': df['label'].astype(str) if 'label' in df else '',
-                        'patient_id': df['patient_id'].astype(str) if 'patient_id' in df else df.get('path', pd.Series(range(len(df)))).astype(str),
-                        'source': df['source'].astype(str) if 'source' in df else 'unknown'})
-    for j, c in enumerate(prob_cols(classes)): out[c] = P[:, j]
-    out['pred'] = np.asarray(classes, dtype=object)[P.argmax(1)]
+    col = lambda k, default: df[k] if k in df else default
+    out = make_preds(col('label', ['']*len(df)), P.float().numpy(), classes, path=col('path', None),
+                     patient_id=col('patient_id', col('path', None)), source=col('source', None))
     out.attrs['classes'] = classes; out.attrs['tta'] = tta
     if not features: return out
     return out, torch.cat(feats).numpy()[-len(df):]   # with TTA the plain (last) pass
