@@ -202,12 +202,16 @@ def _reachable(host:str, port:int=443, timeout:float=2.0)->bool:
     t = threading.Thread(target=_try, daemon=True); t.start(); t.join(timeout + 0.5)
     return res[0]
 
-def weights_source(arch:str # a torchvision model name ('resnet50') or a timm name ('tf_efficientnetv2_s.in21k_ft_in1k')
+def weights_source(arch:str, # a torchvision model name ('resnet50') or a timm name ('tf_efficientnetv2_s.in21k_ft_in1k')
+                   tag:str|None=None # torchvision weights version ('IMAGENET1K_V1'); None: the library's DEFAULT
                   )->dict:
     "Where the ImageNet weights of `arch` come from: library, file name, cache folder, URL"
     import torchvision
     if arch in torchvision.models.list_models():
-        w = torchvision.models.get_model_weights(arch).DEFAULT
+        ws = torchvision.models.get_model_weights(arch)
+        if tag is not None and tag not in ws.__members__:
+            raise KeyError(f"torchvision has no weights {tag!r} for {arch!r}; it has {list(ws.__members__)}")
+        w = ws[tag] if tag is not None else ws.DEFAULT
         fn = w.url.rsplit('/', 1)[-1]
         return dict(lib='torchvision', arch=arch, file=fn, folder=Path(torch.hub.get_dir())/'checkpoints',
                     url=w.url, host='download.pytorch.org', weights=str(w))
@@ -236,14 +240,15 @@ def _cached(src:dict)->Path|None:
 
 def resolve_weights(arch:str, # torchvision or timm model name
                     weights:str|Path|None=None, # explicit weights file (.pth/.pt/.safetensors); wins over the caches
-                    allow_download:bool|None=None # None: download only if the host answers within 2 s; `$COVIDXR_OFFLINE=1` forbids it
+                    allow_download:bool|None=None, # None: download only if the host answers within 2 s; `$COVIDXR_OFFLINE=1` forbids it
+                    tag:str|None=None # torchvision weights version ('IMAGENET1K_V1'); None: the library's DEFAULT
                    )->Path|None:
     "Path of cached/explicit ImageNet weights for `arch`; None if the library may download them; else `MissingWeightsError`"
     if weights is not None:
         p = Path(weights).expanduser()
         if not p.is_file(): raise MissingWeightsError(f"Weights file {str(p)!r} (given for {arch!r}) does not exist.")
         return p
-    src = weights_source(arch)
+    src = weights_source(arch, tag)
     p = _cached(src)
     if p is not None: return p
     if allow_download is None:

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd, torch
 from PIL import Image
 from fastcore.parallel import parallel
 from fastai.vision.all import (PILImage, DataBlock, ImageBlock, CategoryBlock, ColReader, IndexSplitter, Resize,
-    ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, AffineCoordTfm, DataLoaders)
+    ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, Zoom, Brightness, Contrast, AffineCoordTfm, DataLoaders)
 from .core import pick_device, atomic_write
 from .images import *
 from .readers import *
@@ -53,6 +53,9 @@ AUG_PRESETS = {
                                   Flip(p=0.7, pad_mode=PadMode.Zeros), VFlip(p=0.2)],
     'covid_resnet': lambda size=None: aug_transforms(do_flip=True, flip_vert=True, max_rotate=15., max_lighting=0.2,
                                                      max_zoom=1., max_warp=0.),
+    'seed000': lambda size=None: [Flip(p=0.5, pad_mode=PadMode.Zeros), VFlip(p=0.5), Rotate(max_deg=20, p=0.5, pad_mode=PadMode.Zeros),
+                                  Translate(0.15, p=0.5), Zoom(min_zoom=0.8, max_zoom=1.2, p=0.5, pad_mode=PadMode.Zeros),
+                                  Brightness(max_lighting=0.3, p=0.5), Contrast(max_lighting=0.3, p=0.5)],   # seed 000's repository (H4)
 }
 
 # %% ../nbs/01e_data.ipynb #808f22f4

@@ -13,7 +13,7 @@ from fastai.vision.all import (Learner, Callback, Recorder, Adam, RAdam, SGD, Cr
                                skm_to_fastai, AvgMetric, Normalize, ReduceLROnPlateau, ChannelsLast, ParamScheduler, L)
 from .core import seed_everything, pick_device, atomic_write, save_json, load_json, lib_versions, \
     find_dataset, load_state_file, resolve_weights, MissingWeightsError, run_lock
-from .models import create_cxr_model, get_arch, ArchSpec
+from .models import create_cxr_model, get_arch, ArchSpec, arch_weights
 from .data import cxr_dls, read_dataset, make_splits
 from .recipes import Step, Stage, Recipe, override, scaled, SEED002_TABLE3, RECIPES, get_recipe
 _all_ = ['Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES', 'get_recipe']   # re-exported: `from covidxr.learn import get_recipe` keeps working
@@ -21,8 +21,8 @@ _all_ = ['Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'REC
 # %% auto #0
 __all__ = ['cxr_metrics', 'dls_stats', 'set_dls_stats', 'class_weights_for', 'cxr_learner', 'MultiStepLR', 'epoch_values',
            'StageLogger', 'scheduled_peak_lrs', 'trainable_groups', 'save_weights', 'BestKeeper', 'data_fingerprint',
-           'train_recipe', 'covid_resnet', 'Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES',
-           'get_recipe']
+           'input_stats', 'train_recipe', 'covid_resnet', 'Step', 'Stage', 'Recipe', 'override', 'scaled',
+           'SEED002_TABLE3', 'RECIPES', 'get_recipe']
 
 # %% ../nbs/03_learn.ipynb #a9881926
 def _f1_macro(y_true, y_pred): return f1_score(y_true, y_pred, average='macro', zero_division=0)
@@ -79,7 +79,8 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
                 arch:str|ArchSpec='resnet50', # a registry name (`covidxr.models.ARCHS`)
                 pretrained:bool=True, # ImageNet body weights (through `resolve_weights`; a clear error offline)
                 weights:str|Path|None=None, # explicit ImageNet weights file for the body
-                head:str|None=None, # 'fastai', 'seed003', 'seed002'; None: the architecture's default
+                head:str|None=None, # a `covidxr.models.HEADS` name; None: the architecture's default
+                weights_tag:str|None=None, # ImageNet weights version ('IMAGENET1K_V1', timm 'in1k'); None: the registry's
                 metrics:list|None=None, # default: `cxr_metrics(dls.vocab)`
                 class_weights=None, # None, 'balanced', a list or dict of per-class loss weights
                 mixed_precision:bool|str=False, # True/'fp16' or 'bf16': mixed precision on CUDA (skipped on CPU)
@@ -93,7 +94,7 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
     spec = get_arch(arch)
     vocab = list(dls.vocab)
     if weights is not None: pretrained = True
-    model = create_cxr_model(spec, len(vocab), pretrained=pretrained, weights=weights, head=head)
+    model = create_cxr_model(spec, len(vocab), pretrained=pretrained, weights=weights, head=head, weights_tag=weights_tag)
     if pretrained: set_dls_stats(dls, spec.mean, spec.std)
     cw = None if class_weights is None else class_weights_for(_train_labels(dls), vocab, class_weights)
     loss = CrossEntropyLossFlat(weight=None if cw is None else cw.to(dls.device))
@@ -108,7 +109,7 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
         else: warnings.warn(f"mixed_precision={mixed_precision!r} needs CUDA; training in fp32 on {dls.device}")
     if channels_last: learn.add_cb(ChannelsLast())
     learn.cxr = dict(arch=spec.name, model=spec.model, lib=spec.lib, head=head or spec.head, pretrained=pretrained,
-                     n_out=len(vocab), classes=vocab, precision=precision, channels_last=channels_last,
+                     n_out=len(vocab), classes=vocab, precision=precision, channels_last=channels_last, weights_tag=weights_tag,
                      class_weights=None if cw is None else cw.tolist())
     return learn
 
@@ -163,6 +164,7 @@ def trainable_groups(learn)->int:
 def save_weights(model, path)->Path:
     "The model's state dict as safetensors, written atomically"
     from safetensors.torch import save
+    if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)): model = model.module
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return atomic_write(path, save(sd))
 
@@ -203,6 +205,10 @@ def _prepare_df(data, r:Recipe, max_per_class:int|None=None)->pd.DataFrame:
         df = pd.concat([g.sample(min(len(g), max_per_class), random_state=r.seed)
                         for _, g in df.groupby(['split', 'label'])]).sort_index()
         df.attrs = attrs
+    if r.train_copies > 1:   # seed 002: every training image once more per epoch (the augmentation draws anew)
+        attrs = dict(df.attrs)
+        df = pd.concat([df] + [df[df['split'] == 'train']]*(r.train_copies - 1), ignore_index=True)
+        df.attrs = attrs
     return df
 
 def _fit_step(learn, t:Step, cbs:list, lr_find:bool=False)->tuple:
@@ -225,6 +231,23 @@ def _fit_step(learn, t:Step, cbs:list, lr_find:bool=False)->tuple:
         learn.fit(t.epochs, lr=lr, cbs=cbs)
     else: raise ValueError(f"Unknown schedule {t.schedule!r}")
     return lo, hi
+
+# %% ../nbs/03_learn.ipynb #93d2e860
+def input_stats(dls, r:Recipe, state:dict|None=None)->tuple:
+    "Set the recipe's input normalisation on `dls` (a resumed run reuses the stored one); returns (mean, std)"
+    if state and state.get('stats'): mean, std = state['stats']
+    elif r.stats == 'none': mean, std = [0., 0., 0.], [1., 1., 1.]   # ToTensor's [0, 1] pixels
+    elif r.stats == 'batch':   # fastai v1 `normalize()` without stats: one (augmented) training batch
+        set_dls_stats(dls, [0., 0., 0.], [1., 1., 1.])
+        x = dls.train.one_batch()[0].float()
+        mean, std = x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist()
+    elif r.stats == 'pretrained':
+        spec = get_arch(r.arch)
+        mean, std = (list(spec.mean), list(spec.std)) if r.pretrained else (dls_stats(dls) or (None, None))
+    else: raise ValueError(f"stats={r.stats!r}: use 'pretrained', 'batch' or 'none'")
+    if mean is not None: set_dls_stats(dls, mean, std)
+    if state is not None: state['stats'] = [list(mean), list(std)] if mean is not None else None
+    return mean, std
 
 # %% ../nbs/03_learn.ipynb #454ef4d8
 from .inference import model_card, save_card   # the one card writer
@@ -252,14 +275,16 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
                  num_workers:int=0, # DataLoader workers
                  cache=None, # `cxr_dls` image cache (True: decoded, downsized copies; faster epochs)
                  cbs:list|None=None, # extra fastai callbacks for every fit
-                 show:bool=True # fastai's progress bars and tables
+                 show:bool=True, # fastai's progress bars and tables
+                 distributed:bool=False # DDP through `accelerate` when started by a launcher (`covidxr.distrib`); rank 0 alone writes `out`
                 )->Learner:
     "Run `recipe` on `data`, writing config.json, history.csv, stages/*.safetensors, weights.safetensors and card.json"
     if isinstance(recipe, str): r = get_recipe(recipe, **({'arch': arch} if arch else {}))   # seed002: per-arch Table 3
     else: r = override(recipe, arch=arch) if arch else copy.deepcopy(recipe)
     if pretrained is not None: r.pretrained = pretrained
     if quick: r = r.scaled(quick=True)
-    out = Path(out); sfile = out/'state.json'
+    from .distrib import rank_out, rank_device, distrib_fit
+    out = rank_out(out) if distributed else Path(out); sfile = out/'state.json'
     with run_lock(out):   # one writer per run folder: a second train into `out` is refused, naming the holder
         state = load_json(sfile) if sfile.exists() else None
         if state and not (resume or overwrite):
@@ -272,11 +297,15 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
         spec = get_arch(r.arch)
         if r.pretrained and not (state and state['done']):   # no ImageNet weights: fail now, before writing anything
             if spec.lib == 'covidxr': raise MissingWeightsError(f"{spec.name!r} has no ImageNet weights: use pretrained=False")
-            resolve_weights(spec.model, weights)
+            arch_weights(spec, weights, r.imagenet_weights)
         if state is None:
             for f in ('history.csv', 'weights.safetensors', 'card.json'): (out/f).unlink(missing_ok=True)
         df = _prepare_df(data, r, max_per_class)
-        dev = pick_device(device)
+        if r.evaluate not in ('best', 'final'): raise ValueError(f"evaluate={r.evaluate!r}: use 'best' or 'final'")
+        if r.evaluate == 'best' and not (df['split'] == 'valid').any():
+            raise ValueError(f"recipe {r.name!r} keeps the best epoch on the validation split, but the data has none "
+                             f"(valid_pct={r.valid_pct}): set valid_pct > 0, give a 'valid' split, or use evaluate='final'")
+        dev = rank_device(device) if distributed else pick_device(device)
         vocab = state['classes'] if state else sorted(df['label'].unique())
         if state is None:
             state = dict(recipe=r.to_dict(), classes=vocab, done=[], best=None, run_epoch=0)
@@ -293,14 +322,14 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
         for i, s in enumerate(r.stages):
             if s.name in state['done']: continue
             seed_everything(r.seed + i)
-            dls = cxr_dls(df, size=s.size, bs=r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed,
+            dls = cxr_dls(df, size=s.size, bs=s.bs or r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed,
                           num_workers=num_workers, cache=cache, device=dev)
             if learn is None:
                 learn = cxr_learner(dls, r.arch, pretrained=r.pretrained and not state['done'], weights=weights if not state['done'] else None,
-                                    head=r.head, class_weights=r.class_weights, mixed_precision=r.mixed_precision if dev.type == 'cuda' else False,
+                                    head=r.head, weights_tag=r.imagenet_weights, class_weights=r.class_weights, mixed_precision=r.mixed_precision if dev.type == 'cuda' else False,
                                     channels_last=r.channels_last, path=out, opt_func=_opt_func(r), wd=r.wd)
                 learn.cxr['pretrained'] = r.pretrained
-                if r.pretrained and state['done']: set_dls_stats(dls, get_arch(r.arch).mean, get_arch(r.arch).std)
+                input_stats(dls, r, state)
                 learn._cxr_monitor = r.monitor
                 if state['done']:
                     prev = out/'stages'/f"{state['done'][-1]}.safetensors"
@@ -309,24 +338,27 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
                 stats = dls_stats(learn.dls); learn.dls = dls
                 if stats: set_dls_stats(dls, *stats)
             for t in s.steps:
-                info = dict(stage=s.name, step=t.name, size=s.size, bs=r.bs, schedule=t.schedule)
+                info = dict(stage=s.name, step=t.name, size=s.size, bs=s.bs or r.bs, schedule=t.schedule)
                 log = StageLogger(hist, info, state['run_epoch'])
-                keep = BestKeeper(out/'weights.safetensors', r.monitor, info, state)
+                keep = BestKeeper(out/'weights.safetensors', r.monitor, info, state) if r.evaluate == 'best' else None
                 ctx = learn.no_bar() if not show else _null()
-                with ctx:
-                    if show: _fit_step(learn, t, [log, keep] + list(cbs or []), lr_find)
+                with ctx, distrib_fit(learn, distributed):
+                    if show: _fit_step(learn, t, [c for c in (log, keep) if c] + list(cbs or []), lr_find)
                     else:
-                        with learn.no_logging(): _fit_step(learn, t, [log, keep] + list(cbs or []), lr_find)
+                        with learn.no_logging(): _fit_step(learn, t, [c for c in (log, keep) if c] + list(cbs or []), lr_find)
                 state['run_epoch'] = log.run_epoch
             save_weights(learn.model, out/'stages'/f'{s.name}.safetensors')
+            if r.evaluate == 'final':   # the papers' model: the weights after the last epoch (validation only logged)
+                save_weights(learn.model, out/'weights.safetensors')
+                state['best'] = dict(info, epoch=t.epochs - 1, monitor='final', value=None)
             state['done'].append(s.name); save_json(state, sfile)
             if stop_after == s.name: break
         if learn is None:  # everything was done already: rebuild the learner on the last stage
             s = r.stages[-1]
-            dls = cxr_dls(df, size=s.size, bs=r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed, num_workers=num_workers, cache=cache, device=dev)
+            dls = cxr_dls(df, size=s.size, bs=s.bs or r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed, num_workers=num_workers, cache=cache, device=dev)
             learn = cxr_learner(dls, r.arch, pretrained=False, head=r.head, path=out, opt_func=_opt_func(r), wd=r.wd)
             learn.cxr['pretrained'] = r.pretrained
-            if r.pretrained: set_dls_stats(dls, get_arch(r.arch).mean, get_arch(r.arch).std)
+            input_stats(dls, r, state)
         finished = len(state['done']) == len(r.stages)
         if state['best'] is not None and (out/'weights.safetensors').exists():
             save_card(_card(learn, r, state, df, dls_stats(learn.dls)), out)

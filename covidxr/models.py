@@ -13,8 +13,9 @@ from fastai.vision.all import create_body, create_head, TimmBody, params, L, Fla
 from .core import resolve_weights, load_state_file, MissingWeightsError
 
 # %% auto #0
-__all__ = ['HEADS', 'ARCHS', 'cxr_cnn_body', 'create_cxr_head', 'vgg_split', 'mobilenet_split', 'cxr_cnn_split',
-           'timm_effnet_split', 'ArchSpec', 'get_arch', 'create_cxr_model', 'n_params']
+__all__ = ['HEADS', 'ARCHS', 'LEGACY_FILES', 'cxr_cnn_body', 'create_cxr_head', 'vgg_split', 'mobilenet_split', 'cxr_cnn_split',
+           'timm_effnet_split', 'ArchSpec', 'get_arch', 'weights_model', 'arch_weights', 'library_head',
+           'create_cxr_model', 'n_params']
 
 # %% ../nbs/02_models.ipynb #625bd112
 def cxr_cnn_body(chs:tuple=(64, 128, 256, 256), # output channels of the 4 blocks (2 convolutions each)
@@ -30,7 +31,7 @@ def cxr_cnn_body(chs:tuple=(64, 128, 256, 256), # output channels of the 4 block
     return nn.Sequential(*blocks)
 
 # %% ../nbs/02_models.ipynb #724acf2c
-HEADS = ('fastai', 'seed003', 'seed002')
+HEADS = ('fastai', 'seed003', 'seed002', 'torchvision', 'seed000')
 
 def create_cxr_head(name:str, # 'fastai', 'seed003' or 'seed002'
                     nf:int, # features coming out of the body
@@ -44,6 +45,8 @@ def create_cxr_head(name:str, # 'fastai', 'seed003' or 'seed002'
     if name == 'seed002':
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(nf, 256), nn.ReLU(inplace=True),
                              nn.Linear(256, n_out))
+    if name in ('torchvision', 'seed000'):
+        raise ValueError(f"head {name!r} reuses the library model's classifier: build it with create_cxr_model(arch, n, head={name!r})")
     raise ValueError(f"Unknown head {name!r}; choose one of {HEADS}")
 
 # %% ../nbs/02_models.ipynb #8ea65fda
@@ -102,31 +105,75 @@ def _load_pretrained(base:nn.Module, spec:ArchSpec, path:Path):
     sd = load_state_file(path)
     if spec.name.startswith('densenet'):  # torchvision's own key fix-up for old DenseNet checkpoints
         sd = {(m.group(1) + m.group(2) if (m := _DENSENET_KEY.match(k)) else k): v for k, v in sd.items()}
-    if spec.lib == 'timm':  # the classifier was removed (num_classes=0)
+    if spec.lib == 'timm' and base.get_classifier().__class__.__name__ == 'Identity':  # the classifier was removed (num_classes=0)
         clf = base.default_cfg.get('classifier', 'classifier')
         sd = {k: v for k, v in sd.items() if not k.startswith(clf + '.')}
     try: base.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise RuntimeError(f"The weights file {str(path)!r} does not fit {spec.model!r}: {str(e)[:500]}") from None
 
-def _base_model(spec:ArchSpec, pretrained:bool, weights):
+LEGACY_FILES = {('resnet50', 'IMAGENET1K_V1'): 'resnet50-19c8e357.pth'}   # the 2020 file name (torchvision < 0.13, fastai v1)
+
+def weights_model(spec:ArchSpec, # registry entry
+                  tag:str|None=None # torchvision version ('IMAGENET1K_V1') or timm tag ('in1k'); None: the registry's
+                 )->str:
+    "The library model name whose ImageNet weights are used: timm names carry their tag ('tf_efficientnetv2_s.in1k')"
+    if tag is None or spec.lib != 'timm': return spec.model
+    return spec.model.split('.')[0] + '.' + tag
+
+def arch_weights(spec:ArchSpec, weights=None, tag:str|None=None)->Path|None:
+    "`resolve_weights` for `spec`/`tag`, also finding a legacy torchvision file in the cache; its error names the file"
+    from covidxr.core import weights_source
+    tv_tag = tag if spec.lib == 'torchvision' else None
+    try: return resolve_weights(weights_model(spec, tag), weights, tag=tv_tag)
+    except MissingWeightsError as e:
+        old = LEGACY_FILES.get((spec.model, tag))
+        if old is None: raise
+        p = Path(weights_source(spec.model, tv_tag)['folder'])/old
+        if p.exists(): return p
+        raise MissingWeightsError(f"{e} The 2020 file {old!r} (the same ImageNet weights, {tag}) in that folder works too.") from None
+
+def _base_model(spec:ArchSpec, pretrained:bool, weights, tag:str|None=None, keep_classifier:bool=False):
     "The library model with random or ImageNet weights (through `resolve_weights` only)"
-    path = resolve_weights(spec.model, weights) if pretrained else None
+    path = arch_weights(spec, weights, tag) if pretrained else None
     download = pretrained and path is None   # the resolver said: online, let the library download into its cache
     if spec.lib == 'torchvision':
-        base = torchvision.models.get_model(spec.model, weights='DEFAULT' if download else None)
+        base = torchvision.models.get_model(spec.model, weights=(tag or 'DEFAULT') if download else None)
     else:
         import timm
-        base = timm.create_model(spec.model, pretrained=download, num_classes=0)
+        base = timm.create_model(weights_model(spec, tag), pretrained=download, **({} if keep_classifier else dict(num_classes=0)))
     if path is not None: _load_pretrained(base, spec, path)
     return base
+
+# %% ../nbs/02_models.ipynb #eec09a49
+def library_head(base:nn.Module, # the library model (torchvision, or timm with its classifier)
+                 spec:ArchSpec, # its registry entry
+                 n_out:int, # number of classes
+                 name:str='torchvision' # 'torchvision' (own classifier, last layer replaced) or 'seed000'
+                )->nn.Sequential:
+    "The layers the library applies after the body, reused with a new last layer of `n_out` outputs"
+    if name == 'seed000':
+        clf = base.get_classifier()
+        if not isinstance(clf, nn.Linear): raise ValueError(f"head 'seed000' needs a timm model with its classifier, not {spec.name!r}")
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), Flatten(), nn.Dropout(0.5), clf, nn.Linear(clf.out_features, n_out))
+    if name != 'torchvision' or spec.lib != 'torchvision': raise ValueError(f"head {name!r} does not fit {spec.name!r} ({spec.lib})")
+    m = spec.model
+    if m.startswith('resnet'): return nn.Sequential(base.avgpool, Flatten(), nn.Linear(base.fc.in_features, n_out))
+    if m.startswith('densenet'):
+        return nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(base.classifier.in_features, n_out))
+    c = base.classifier
+    if m.startswith('vgg'): return nn.Sequential(base.avgpool, Flatten(), *c[:-1], nn.Linear(c[-1].in_features, n_out))
+    if m.startswith('mobilenet'): return nn.Sequential(nn.AdaptiveAvgPool2d(1), Flatten(), *c[:-1], nn.Linear(c[-1].in_features, n_out))
+    if m.startswith('squeezenet'): return nn.Sequential(c[0], nn.Conv2d(c[1].in_channels, n_out, 1), *c[2:], Flatten())
+    raise ValueError(f"no torchvision classifier recipe for {spec.model!r}")
 
 # %% ../nbs/02_models.ipynb #47d63a0b
 def create_cxr_model(arch:str|ArchSpec, # a registry name (see `ARCHS`)
                      n_out:int, # number of classes
                      pretrained:bool=False, # start from ImageNet weights (through `resolve_weights`)
                      weights:str|Path|None=None, # explicit ImageNet weights file for the body; implies `pretrained`
-                     head:str|None=None # 'fastai', 'seed003' or 'seed002'; None: the architecture's default
+                     head:str|None=None, # a `HEADS` name; None: the architecture's default
+                     weights_tag:str|None=None # ImageNet weights version: torchvision 'IMAGENET1K_V1', timm tag 'in1k'; None: the registry's
                     )->nn.Sequential:
     "`nn.Sequential(body, head)` for `arch`, with random or ImageNet body weights"
     spec = get_arch(arch)
@@ -135,7 +182,13 @@ def create_cxr_model(arch:str|ArchSpec, # a registry name (see `ARCHS`)
         if pretrained: raise MissingWeightsError(f"{spec.name!r} is seed 002's own network: it has no ImageNet weights")
         body, nf = cxr_cnn_body(), 256
     else:
-        base = _base_model(spec, pretrained, weights)
+        head = head or spec.head
+        base = _base_model(spec, pretrained, weights, weights_tag, keep_classifier=head == 'seed000')
+        if head in ('torchvision', 'seed000'):
+            hd = library_head(base, spec, n_out, head)
+            if spec.lib == 'timm': base.reset_classifier(0)
+            body = create_body(base, n_in=3, pretrained=pretrained, cut=spec.cut) if spec.lib == 'torchvision' else TimmBody(base, pretrained)
+            return nn.Sequential(body, hd)   # only the new last layer is fresh (PyTorch's default init)
         if spec.lib == 'torchvision':
             body = create_body(base, n_in=3, pretrained=pretrained, cut=spec.cut)
             with torch.no_grad(): nf = body.eval()(torch.zeros(1, 3, 64, 64)).shape[1]

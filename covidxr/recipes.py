@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .models import get_arch
 
 # %% auto #0
-__all__ = ['SEED002_TABLE3', 'RECIPES', 'Step', 'Stage', 'Recipe', 'override', 'scaled', 'get_recipe']
+__all__ = ['SEED002_TABLE3', 'RECIPES', 'Step', 'Stage', 'Recipe', 'override', 'scaled', 'get_recipe', 'seed002_grid']
 
 # %% ../nbs/03a_recipes.ipynb #c5c82709
 @dataclass
@@ -35,6 +35,7 @@ class Stage:
     name:str
     size:int
     steps:list
+    bs:int|None=None # batch size of this stage; None: the recipe's `bs`
 
 # %% ../nbs/03a_recipes.ipynb #7f2e8208
 @dataclass
@@ -46,6 +47,10 @@ class Recipe:
     bs:int=32
     head:str|None=None # None: the architecture's default head
     pretrained:bool=True
+    imagenet_weights:str|None=None # weights version: torchvision 'IMAGENET1K_V1'/'IMAGENET1K_V2', timm tag 'in1k'; None: the registry's
+    stats:str='pretrained' # input normalisation: 'pretrained' (the weights' mean/std), 'batch' (one training batch, fastai v1 `normalize()`), 'none'
+    evaluate:str='best' # which weights the run keeps: 'best' (by `monitor` on the valid split) or 'final' (after the last epoch)
+    train_copies:int=1 # each training image appears this many times per epoch (seed 002: 2, the original plus an augmented copy)
     aug:str='fastai' # a `covidxr.data.AUG_PRESETS` name
     resize:str='squish'
     opt:str='adam' # 'adam' (fastai Adam, decoupled weight decay), 'radam' or 'sgd'
@@ -53,28 +58,32 @@ class Recipe:
     mom:float=0.9
     sqr_mom:float=0.99
     eps:float=1e-5
-    monitor:str='valid_loss' # validation value that picks weights.safetensors: 'valid_loss' or a metric name
+    monitor:str='valid_loss' # validation value logged, and with evaluate='best' the one that picks weights.safetensors
     class_weights:object=None # None, 'balanced', or per-class weights
     mixed_precision:bool=True # on CUDA only
     channels_last:bool=False
-    valid_pct:float=0.2 # for `make_splits` when the data has no valid split
+    valid_pct:float=0.2 # for `make_splits` when the data has no valid split (0: train on the whole training split)
     test_pct:float=0.2
     seed:int=42
-    source:str='' # where the numbers come from
-    notes:str='' # what the paper does not say, and what we chose
+    source:str='' # the document (and code) the numbers come from
+    notes:str='' # provenance of each choice: [paper], [code] (the author's), [fastai v1], [ours] (an assumption)
 
     def to_dict(self)->dict: return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d:dict)->Recipe:
         d = dict(d)
-        d['stages'] = [Stage(s['name'], s['size'], [Step(**t) for t in s['steps']]) for s in d['stages']]
+        d['stages'] = [Stage(**dict(s, steps=[Step(**t) for t in s['steps']])) for s in d['stages']]
         return cls(**d)
 
     def stage(self, name:str)->Stage:
         for s in self.stages:
             if s.name == name: return s
         raise KeyError(f"Recipe {self.name!r} has no stage {name!r}; stages: {[s.name for s in self.stages]}")
+
+    def provenance(self, tag:str)->list:
+        "The notes labelled `tag` ('paper', 'code', 'fastai v1', 'ours')"
+        return [n.split('] ', 1)[1] for n in self.notes.split(' | ') if n.startswith(f'[{tag}')]
 
     @property
     def epochs(self)->int: return sum(t.epochs for s in self.stages for t in s.steps)
@@ -132,16 +141,45 @@ def _covid_resnet(arch='resnet50'):
         Stage('stage1', 128, [Step('head', 3, 1e-3, frozen=True), Step('whole', 5, 5e-4, lr_lo=5e-6)]),
         Stage('stage2', 224, [Step('head', 3, 1e-4, frozen=True), Step('whole', 5, 5e-5, lr_lo=5e-7)]),
         Stage('stage3', 229, [Step('whole', 25, 1e-4, lr_lo=1e-6)])],
-        aug='covid_resnet', source='seed 004: Farooq & Hafeez, COVID-ResNet (2020), section II.D',
-        notes='stage I/II discriminative LRs not given in the paper: fastai fine_tune rule (head LR/2, /100)')
+        aug='covid_resnet', imagenet_weights='IMAGENET1K_V1', eps=1e-8, evaluate='final', valid_pct=0.0,
+        source='seed 004: Farooq & Hafeez, COVID-ResNet (2020), sections II.A-D and III; no code was published',
+        notes=' | '.join([
+            "[paper] COVIDx v1, 4 classes (normal, bacteria, viral, COVID-19); the class set comes from the data",
+            "[paper] ResNet-50 pretrained on ImageNet, fastai head, ImageNet normalisation; vertical flips, rotation up to "
+            "15 deg, lighting; Adam, batch 32; 128 px: head 3 epochs at 1e-3, whole 5; 224 px: head 3 at 1e-4, whole 5; "
+            "229 px: whole 25 at slice(1e-6, 1e-4); 41 epochs; the final model is reported on the test set",
+            "[paper] inconsistent: stage III is 229 px in II.D, 299 px in II.C (229 used); 5,941 images and 637 test "
+            "cases vs 5,949 lines and 639 test lines in COVIDx v1's split files",
+            "[fastai v1] torchvision's original ImageNet ResNet-50, resnet50-19c8e357.pth (76.1% top-1; torchvision's "
+            "IMAGENET1K_V1, today's file resnet50-0676ba61.pth), not IMAGENET1K_V2; fit_one_cycle; Adam betas "
+            "(0.9, 0.99), eps 1e-8, weight decay 0.01 (decoupled)",
+            "[ours] stage I/II discriminative LRs (the paper picked them with the LR finder and gives no numbers): "
+            "fastai fine_tune's rule, slice(head LR/200, head LR/2); lr_find=True runs the finder instead",
+            "[ours] valid_pct=0: trains on the whole training split and keeps the final weights (evaluate='final'); "
+            "without a valid split the per-epoch numbers are computed on the test split (presumably what a fastai v1 "
+            "DataBunch of COVIDx's train/test folders showed the authors): logged only, never used to pick weights"]))
 
 # %% ../nbs/03a_recipes.ipynb #309d3d49
 def _seed001(arch='resnet50'):
     return Recipe('seed001', arch, [
         Stage('size224', 224, [Step('frozen', 5, 2e-3, frozen=True), Step('unfrozen', 5, 4e-4, lr_lo=1e-6)]),
-        Stage('size448', 448, [Step('frozen', 5, 2e-3, frozen=True), Step('unfrozen', 5, 4e-4, lr_lo=1e-6)])],
-        aug='fastai', source='seed 001: fastai blog "Diagnosing COVID-19 using Chest X-Rays" (2020)',
-        notes='448 px LRs and 5+5 split not given in the blog: 224 px values reused; blog batch size 128, here 32')
+        Stage('size448', 448, [Step('frozen', 5, 4e-4, frozen=True), Step('unfrozen', 5, 8e-5, lr_lo=1e-5)], bs=16)],
+        bs=128, aug='fastai', stats='batch', imagenet_weights='IMAGENET1K_V1', eps=1e-8, evaluate='final', valid_pct=0.2,
+        source='seed 001: fastai blog "Diagnosing COVID-19 using Chest X-Rays" (2020) and its notebook '
+               '(github.com/Molten-Ice/Covid19-Chest-X-Ray)',
+        notes=' | '.join([
+            "[paper] 3 classes (COVID-19, normal, pneumonia), Synthetaic's set; ResNet-50 pretrained; 224 px squish: frozen "
+            "5 epochs at 2e-3, unfrozen 5 at slice(1e-6, 4e-4); then 448 px, frozen then unfrozen, 10 epochs; the final "
+            "model is reported on the test set (weighted F1 .974, 97.4%)",
+            "[code] get_transforms() (flips, rotation 10, zoom 1.1, lighting .2, warp .2: fastai's aug_transforms "
+            "defaults), split_by_rand_pct(0.2) as validation, batch size 128 at 224 px; 448 px: fit_one_cycle(5, 4e-4) "
+            "then fit_one_cycle(5, slice(1e-5, 8e-5)) at batch size 16; .normalize() without stats (one training "
+            "batch's mean/std: stats='batch')",
+            "[fastai v1] torchvision's original ImageNet ResNet-50 (resnet50-19c8e357.pth = IMAGENET1K_V1); Adam betas "
+            "(0.9, 0.99), eps 1e-8; fastai head",
+            "[ours] the 448 px head-only step is frozen because the blog says 'first training the model with the "
+            "weights frozen'; the 20% validation split is patient-disjoint (make_splits) instead of image-random; it "
+            "is monitored only (evaluate='final')"]))
 
 # %% ../nbs/03a_recipes.ipynb #e8f9b410
 def _seed002(arch='resnet18'):
@@ -149,24 +187,62 @@ def _seed002(arch='resnet18'):
     n, ms = SEED002_TABLE3[arch]
     return Recipe('seed002', arch, [Stage('train', get_arch(arch).size, [
         Step('whole', n, 1e-4, schedule='multistep', milestones=list(ms), gamma=0.1)])],
-        aug='seed002', pretrained=arch != 'cxr_cnn', wd=0.0, sqr_mom=0.999, eps=1e-8, monitor='accuracy',
-        valid_pct=0.1, test_pct=0.2, source='seed 002: Khushu et al., GaTech, Table 3',
-        notes='split 80/20 then 90/10: make_splits(test_pct=0.2, valid_pct=0.1 of the training pool)')
+        head='seed002' if arch == 'cxr_cnn' else 'torchvision', aug='seed002', train_copies=2,
+        pretrained=arch != 'cxr_cnn', imagenet_weights=None if arch == 'cxr_cnn' else 'IMAGENET1K_V1',
+        wd=0.0, sqr_mom=0.999, eps=1e-8, monitor='accuracy', evaluate='best', valid_pct=0.1, test_pct=0.2,
+        source='seed 002: Khushu, Kapoor & Chauhan (GaTech), sections 2-4, Tables 1-5; no code was published',
+        notes=' | '.join([
+            "[paper] COVID-19 Radiography Database, 4 classes; 80/20 train/test, then 90/10 train/valid; Adam at 1e-4, "
+            "batch 32, epochs and MultiStepLR milestones per network (Table 3); the best model on validation is "
+            "kept (Algorithm 1); 224 px (SqueezeNet 227)",
+            "[paper] augmented set = the originals plus one augmented copy each (Table 1: 15,238 -> 30,476 per epoch): "
+            "rotation +-10 deg, translation +-10%, horizontal flip p .7, vertical flip p .2 (Table 2)",
+            "[paper] pre-trained networks re-trained on the X-rays; OurModel from scratch (cxr_cnn, head 'seed002', "
+            "its two linear layers)",
+            "[ours] each torchvision network keeps its own classifier with the last layer replaced by a k-way one, the "
+            "usual PyTorch transfer recipe (head='torchvision'; VGG19 keeps fc6/fc7); the paper does not show its heads",
+            "[paper] inconsistent: 711 vs 771 COVID test images (Table 1), VGG19's milestones 7 and 9 lie beyond its 5 "
+            "epochs and never fire",
+            "[ours] MultiStepLR gamma 0.1 (PyTorch's default; the paper gives none); Adam without weight decay, betas "
+            "(0.9, 0.999), eps 1e-8 (PyTorch defaults; the paper names Adam only); ImageNet weights IMAGENET1K_V1 "
+            "(what torchvision's pretrained=True loads); ImageNet normalisation",
+            "[ours] both copies of a training image pass through the random augmentation (the paper's first copy is "
+            "the unaugmented original); for the non-augmented runs set aug='none', train_copies=1 (seed002_grid does)"]))
 
 # %% ../nbs/03a_recipes.ipynb #df08731f
 def _seed003(arch='efficientnetv2_s'):
     return Recipe('seed003', arch, [Stage('train', 224, [
         Step('head', 3, 1e-3, frozen=True), Step('whole', 10, 1e-3, lr_lo=1e-5)])],
-        head='seed003', aug='fastai', source='seed 003: Nguyen Duc Anh, EfficientNetV2-S for chest X-rays',
-        notes='optimizer, LRs and epochs not given in the write-up: our choice (Adam, 3 head + 10 whole epochs)')
+        head='seed003', aug='none', imagenet_weights='in1k', test_pct=0.1, valid_pct=0.2,
+        source='seed 003: Nguyen Duc Anh, EfficientNetV2-S for chest X-rays (normal, pneumonia, COVID-19, tuberculosis)',
+        notes=' | '.join([
+            "[paper] 4 classes with tuberculosis (Kaggle folders), 10% test; EfficientNetV2-S with Keras weights "
+            "'imagenet' (ImageNet-1k: timm tag in1k, mean/std .5 like Keras' built-in rescaling); head: Dropout 0.2 -> "
+            "Dense 1024 ReLU -> classes; no augmentation named (aug='none')",
+            "[ours] optimizer, LRs, epochs, input size and the validation split are not given: Adam, 224 px, head 3 "
+            "epochs at 1e-3, then the whole network 10 epochs at slice(1e-5, 1e-3); 20% of the training pool as "
+            "validation; best weights by validation loss"]))
 
 # %% ../nbs/03a_recipes.ipynb #b87709ea
 def _seed000(arch='efficientnet_b7'):
     return Recipe('seed000', arch, [Stage('train', 256, [
         Step('whole', 30, 1e-4, schedule='plateau', factor=0.7, patience=5, min_lr=1e-7)])],
-        bs=8, opt='radam', wd=1e-3, monitor='accuracy', aug='fastai',
-        source='seed 000: Huang, COVID-Efficientnet; numbers from its repository config.py/train.py',
-        notes='repository: 300 epochs, validation every 400 steps; here 30 epochs, validation every epoch')
+        head='seed000', bs=8, opt='radam', wd=1e-3, sqr_mom=0.999, eps=1e-8, monitor='accuracy', evaluate='best',
+        aug='seed000', stats='none',
+        source='seed 000: Huang, COVID-Efficientnet (2020 blog post); every number from its repository '
+               'github.com/weichen-huang/COVID-Efficientnet-Pytorch (config.py, train.py, data/transforms.py, model/)',
+        notes=' | '.join([
+            "[paper] EfficientNet-B7, COVID-19 x-ray set + RSNA pneumonia set, 96% accuracy; no training details",
+            "[code] 256x256, batch 8, RAdam lr 1e-4 weight decay 1e-3, ReduceLROnPlateau(mode max, factor .7, patience "
+            "5, min 1e-7) on accuracy, best checkpoint by accuracy; ToTensor without normalisation (stats='none'); "
+            "flips p .5, RandomAffine(20 deg, translate .15, scale .8-1.2, shear 5) at p .5, ColorJitter(.3, .3) at p .5",
+            "[code] EfficientNet-B7's ImageNet classifier (dropout .5 -> fc 2560->1000) kept as the output layer; the "
+            "loss is CrossEntropyLoss without the configured class weights; 300 epochs, validation every 400 steps on "
+            "the test folder",
+            "[ours] 30 epochs, not 300 (cost), validation once per epoch, on a validation split carved from training "
+            "(never test); a Linear(1000 -> classes) under the kept classifier (head 'seed000'); timm's "
+            "tf_efficientnet_b7 weights for the repository's own port; fastai RAdam with decoupled weight decay "
+            "(the repository's RAdam adds it to the gradient); shear is left out of the augmentation (aug 'seed000')"]))
 
 # %% ../nbs/03a_recipes.ipynb #b1737491
 RECIPES = dict(covid_resnet=_covid_resnet, seed001=_seed001, seed002=_seed002, seed003=_seed003, seed000=_seed000)
@@ -180,6 +256,20 @@ def get_recipe(name:str|Recipe, # a `RECIPES` name, or a `Recipe`
     arch = overrides.pop('arch', None)
     r = RECIPES[name](arch) if arch else RECIPES[name]()
     return override(r, **overrides)
+
+# %% ../nbs/03a_recipes.ipynb #4c11f553
+def seed002_grid(archs=tuple(SEED002_TABLE3) # Table 3's networks (cxr_cnn = OurModel)
+                )->dict:
+    "Seed 002's experiments as recipes, by run name: Table 4 (± augmentation, pretrained) and Table 5 (augmented, ± pretraining)"
+    runs = {}
+    for a in archs:
+        for aug in (True, False):
+            for pre in ((False,) if a == 'cxr_cnn' else (True, False)):
+                if not aug and not pre and a != 'cxr_cnn': continue   # neither table has it
+                kw = dict(arch=a, pretrained=pre, aug='seed002' if aug else 'none', train_copies=2 if aug else 1)
+                if not pre: kw['imagenet_weights'] = None
+                runs[f"{a}{'_aug' if aug else ''}{'' if pre or a == 'cxr_cnn' else '_scratch'}"] = get_recipe('seed002', **kw)
+    return runs
 
 # %% ../nbs/03a_recipes.ipynb #c47040a9
 def _cxr_scratch(arch='resnet18'):
