@@ -106,16 +106,16 @@ def _print_metrics(m:dict, out:Path):
 @call_parse
 def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or path: folder, labels CSV or COVIDx .txt
           format:str='auto', # dataset layout: auto|folder|csv|covidx
-          arch:str='resnet50', # architecture (see `covidxr.models.ARCHS`)
+          arch:str=None, # architecture (`covidxr.models.ARCHS`); default: the recipe's own (seed002: resnet18, seed003: efficientnetv2_s, seed000: efficientnet_b7)
           recipe:str='covid_resnet', # training recipe (see `covidxr.learn.RECIPES`)
           quick:bool=False, # CPU smoke run: the same recipe with --scale 0.25 --max-epochs 1
           scale:float=None, # multiply every image size of the recipe by this (e.g. 0.5: 224 -> 112 px)
           max_epochs:int=None, # cap every training step of the recipe at this many epochs
           pretrained:Annotated[bool, "start from ImageNet weights (offline: they must be in the cache or given by --weights)",
-                               {'action': argparse.BooleanOptionalAction}]=True,
+                               {'action': argparse.BooleanOptionalAction}]=None, # default: the recipe's (cxr_cnn: never)
           weights:str=None, # ImageNet weights file for the body (.pth/.safetensors); implies --pretrained
           out:str=None, # run folder to write (default: models/<recipe>-<arch>)
-          valid_pct:float=0.2, # share of the training patients carved out as `valid` when the data has no valid split
+          valid_pct:float=None, # share of the training patients carved out as `valid` when the data has no valid split (default: the recipe's: seed002 0.1, covid_resnet 0 = train on the whole training split)
           seed:int=42, # seed for splits and training
           bs:int=None, # batch size (default: the recipe's)
           max_per_class:int=None, # keep at most this many images per split and class (smoke runs)
@@ -130,22 +130,31 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
     from covidxr.data import make_splits, sample_per_class
     from covidxr.learn import get_recipe, train_recipe
     from covidxr.report import evaluate_run
-    check_arch(arch); check_recipe(recipe)
+    check_recipe(recipe)
+    if arch: check_arch(arch)
+    try: rcp = get_recipe(recipe, seed=seed, **({'arch': arch} if arch else {}), **({'bs': bs} if bs else {}))   # seed002: the arch's Table 3 row
+    except KeyError as e: raise CliError(f"{one_line(e)} (--recipe {recipe} --arch {arch})") from None
+    arch = rcp.arch
+    if valid_pct is not None: rcp.valid_pct = valid_pct
+    from covidxr.models import get_arch
+    if get_arch(arch).lib == 'covidxr':   # seed 002's own CNN has no ImageNet weights
+        if pretrained or weights: raise CliError(f"{arch} is trained from scratch (it has no ImageNet weights): drop --pretrained/--weights.")
+        pretrained = False
+    pre = bool(weights) or (rcp.pretrained if pretrained is None else pretrained)
     run = check_out_dir(out or f"models/{recipe}-{arch}")
     if (run/'state.json').exists() and not (resume or overwrite):
         raise CliError(f"{str(run)!r} already holds a run (--out): add --resume to continue it, --overwrite to start "
                        f"again, or choose another --out.")
-    df = make_splits(_read_data(data, format), valid_pct=valid_pct, seed=seed)
+    df = make_splits(_read_data(data, format), valid_pct=rcp.valid_pct, test_pct=rcp.test_pct, seed=seed)   # the split train_recipe makes
     if max_per_class: df = sample_per_class(df, max_per_class, seed=seed)   # the same subset is trained and evaluated
     if quick and (scale or max_epochs): raise CliError("--quick already means --scale 0.25 --max-epochs 1: give one or the other.")
-    rcp = get_recipe(recipe, arch=arch, seed=seed, **({'bs': bs} if bs else {}))   # seed002: the arch's own Table 3 row
     if scale or max_epochs: rcp = rcp.scaled(size=scale, max_epochs=max_epochs)
     t0 = time.time()
     sizes = '/'.join(str(s.size) for s in (rcp.scaled(quick=True) if quick else rcp).stages)
-    print(f"Training {recipe} / {arch} ({'pretrained' if pretrained or weights else 'from scratch'}, {sizes} px"
+    print(f"Training {recipe} / {arch} ({'pretrained' if pre else 'from scratch'}, {sizes} px"
           f"{', quick' if quick else ''}) on {data}: " + ', '.join(f"{k} {v}" for k, v in df.split.value_counts().items()))
     bars = sys.stdout.isatty()   # in a log or a pipe: one line per epoch instead of progress bars
-    train_recipe(rcp, df, run, arch=arch, pretrained=bool(pretrained or weights), weights=weights, quick=quick,
+    train_recipe(rcp, df, run, pretrained=pre, weights=weights, quick=quick,
                  max_per_class=max_per_class, lr_find=lr_find, cache=cache or None, resume=resume,
                  overwrite=overwrite, device=device, show=bars, cbs=None if bars else [epoch_lines()])
     t_train = time.time() - t0
