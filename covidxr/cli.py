@@ -11,7 +11,7 @@ from fastcore.script import call_parse, parse_cli, CliError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run', 'epoch_lines',
-           'train', 'evaluate', 'predict', 'export', 'compare', 'demo', 'bench', 'main']
+           'train', 'evaluate', 'predict', 'export', 'compare', 'demo', 'bench', 'reproduce', 'serve', 'main']
 
 # %% ../nbs/08_cli.ipynb #711d55bc
 def one_line(e:BaseException)->str:
@@ -124,6 +124,8 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
           resume:bool=False, # continue a stopped run in --out at its next stage
           overwrite:bool=False, # start again even if --out holds a run
           device:str=None, # cpu, cuda, mps (default: the best available)
+          distributed:bool=False, # DDP through accelerate, one process per GPU (CPU: gloo); rank 0 writes --out (covidxr.distrib)
+          nprocs:int=None, # processes for --distributed (default: the GPUs, else 2)
           debug:bool=False # show the full traceback on errors
          ):
     "Train a recipe on a dataset, save the run folder and evaluate the test split into RUN/report"
@@ -141,8 +143,17 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
         if pretrained or weights: raise CliError(f"{arch} is trained from scratch (it has no ImageNet weights): drop --pretrained/--weights.")
         pretrained = False
     pre = bool(weights) or (rcp.pretrained if pretrained is None else pretrained)
+    rank = 0
+    if distributed:   # not started by a launcher: run this same command in `nprocs` processes under `accelerate launch`
+        from covidxr.distrib import is_launched, launch, world, leave_world
+        if not is_launched():
+            if sys.argv[0] != 'covidxr train': raise CliError("--distributed: run `covidxr train --distributed ...` or start it with `accelerate launch -m covidxr.distrib train --distributed ...`")
+            rc = launch(['train', *sys.argv[1:]], nprocs)
+            if rc: raise CliError(f"distributed training failed (exit code {rc}): see the messages of the processes above.")
+            return dict(run=Path(out or f"models/{recipe}-{arch}"), nprocs=nprocs)
+        rank = world()[0]
     run = check_out_dir(out or f"models/{recipe}-{arch}")
-    if (run/'state.json').exists() and not (resume or overwrite):
+    if rank == 0 and (run/'state.json').exists() and not (resume or overwrite):
         raise CliError(f"{str(run)!r} already holds a run (--out): add --resume to continue it, --overwrite to start "
                        f"again, or choose another --out.")
     df = make_splits(_read_data(data, format), valid_pct=rcp.valid_pct, test_pct=rcp.test_pct, seed=seed)   # the split train_recipe makes
@@ -151,12 +162,15 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
     if scale or max_epochs: rcp = rcp.scaled(size=scale, max_epochs=max_epochs)
     t0 = time.time()
     sizes = '/'.join(str(s.size) for s in (rcp.scaled(quick=True) if quick else rcp).stages)
-    print(f"Training {recipe} / {arch} ({'pretrained' if pre else 'from scratch'}, {sizes} px"
+    if rank == 0: print(f"Training {recipe} / {arch} ({'pretrained' if pre else 'from scratch'}, {sizes} px"
           f"{', quick' if quick else ''}) on {data}: " + ', '.join(f"{k} {v}" for k, v in df.split.value_counts().items()))
     bars = sys.stdout.isatty()   # in a log or a pipe: one line per epoch instead of progress bars
     train_recipe(rcp, df, run, pretrained=pre, weights=weights, quick=quick,
                  max_per_class=max_per_class, lr_find=lr_find, cache=cache or None, resume=resume,
-                 overwrite=overwrite, device=device, show=bars, cbs=None if bars else [epoch_lines()])
+                 overwrite=overwrite, device=device, show=bars, cbs=None if bars or rank else [epoch_lines()],
+                 distributed=distributed)
+    if distributed: leave_world()   # the ranks part here: rank 0 alone evaluates and writes the report
+    if rank: return dict(run=None, rank=rank)
     t_train = time.time() - t0
     res = dict(run=run, seconds_train=t_train)
     test = df[df.split == 'test']
@@ -328,8 +342,54 @@ def bench(out:str='bench', # folder for bench.json and bench.md
     print(f"Wrote {out/'bench.json'} and {out/'bench.md'}")
     return res
 
+# %% ../nbs/08_cli.ipynb #73cec22e
+@call_parse
+def reproduce(paper:str, # seed paper: 000, 001, 002, 003 or 004 (see `covidxr.papers.PAPER_RESULTS`)
+              data:str=None, # the paper's data set (name or path); with --quick alone: cxr-mini
+              format:str='auto', # dataset layout: auto|folder|csv|covidx
+              quick:bool=False, # CPU smoke run: every run from scratch, 32 px, 6 images per class and split, 1 epoch per step
+              out:str=None, # folder for the run folders and side_by_side.csv/.md (default: repro/<paper>[-quick])
+              archs:str=None, # only these architectures of the paper's grid, comma separated (seed 002)
+              seed:int=42, # seed for the split and every run
+              device:str=None, # cpu, cuda, mps
+              debug:bool=False # show the full traceback on errors
+             ):
+    "Run a seed paper's experiment(s) as the paper did and write its table beside ours, with verdicts (side_by_side.md)"
+    from covidxr.reproduce import reproduce as _reproduce
+    from covidxr.papers import PAPER_RESULTS
+    p = str(paper).removeprefix('seed').zfill(3)
+    if p not in PAPER_RESULTS: raise CliError(f"Unknown paper {paper!r}: choose one of {', '.join(PAPER_RESULTS)}.")
+    if data is None and not quick:
+        raise CliError(f"Which data? Pass --data (seed {p}: {PAPER_RESULTS[p]['data']}), or --quick for a CPU smoke run on cxr-mini.")
+    df = _read_data(data or 'cxr-mini', format)
+    o = check_out_dir(out or f"repro/{p}{'-quick' if quick else ''}")
+    al = [a for a in archs.split(',') if a] if archs else None
+    print(f"Reproducing seed {p} ({PAPER_RESULTS[p]['title']}){' in QUICK mode' if quick else ''} on {data or 'cxr-mini'} -> {o}")
+    res = _reproduce(p, df, quick=quick, out=o, archs=al, seed=seed, device=device)
+    v = res['table']['verdict'].value_counts()
+    print(f"{len(res['runs'])} runs, {len(res['table'])} paper numbers: " + ', '.join(f'{k} {n}' for k, n in v.items()))
+    print(f"Table: {o/'side_by_side.md'} (and side_by_side.csv, runs.csv)")
+    return res
+
+# %% ../nbs/08_cli.ipynb #48aa0b6e
+@call_parse
+def serve(model:str=None, # run folder written by `covidxr train` (card.json + weights.safetensors; report/ for the card)
+          port:int=7860, # TCP port
+          host:str='127.0.0.1', # interface to listen on: 127.0.0.1 is this machine only; 0.0.0.0 exposes it to the network
+          device:str='cpu', # where the model runs (cpu, cuda, mps)
+          max_files:int=32, # most images handled per click
+          debug:bool=False # show the full traceback on errors
+         ):
+    "Serve a trained run as a local web page (Gradio): upload X-rays, see probabilities, Grad-CAM and the run's card"
+    if model is None: raise CliError("Which model? Pass --model models/RUN (a folder written by `covidxr train`).")
+    run = check_run(model)
+    try: import gradio  # noqa: F401
+    except ImportError as e: raise CliError(f"covidxr serve needs gradio ({e}): pip install 'gradio>=6,<7'.") from e
+    from covidxr.serve import serve_run
+    serve_run(run, host=host, port=port, device=device, max_files=max_files)
+
 # %% ../nbs/08_cli.ipynb #9af791da
-COMMANDS = dict(train=train, evaluate=evaluate, predict=predict, export=export, compare=compare, demo=demo, bench=bench)
+COMMANDS = dict(train=train, evaluate=evaluate, predict=predict, export=export, compare=compare, demo=demo, bench=bench, reproduce=reproduce, serve=serve)
 
 def _usage()->str:
     from covidxr import __version__

@@ -65,7 +65,7 @@ def hardware()->str:
     gpu = ', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if torch.cuda.is_available() else 'no GPU'
     return f"{cpu}, {n} cores{mem}, {gpu}"
 
-# %% ../nbs/11_reproduce.ipynb #9c83af55
+# %% ../nbs/11_reproduce.ipynb #aa3733fb
 def _prepare(data, r, max_per_class, seed):
     from covidxr.data import read_dataset, make_splits, sample_per_class
     df = data.copy() if isinstance(data, pd.DataFrame) else read_dataset(data)
@@ -137,6 +137,9 @@ def reproduce(paper, # seed paper: '000'...'004' (or 2, 'seed002')
                          test_images=m['n_images'], test_patients=m['n_patients'], accuracy=round(100*acc['value'], 2),
                          accuracy_ci=f"{100*acc['lo']:.1f}–{100*acc['hi']:.1f}"))
     table, runs_t = paper_vs_ours(paper, metrics, quick=quick), pd.DataFrame(rows)
+    acc = table[table['metric'] == 'accuracy'].drop_duplicates('run').set_index('run')   # each run's headline number
+    runs_t['paper accuracy'] = runs_t['run'].map(acc['paper %'])
+    runs_t['verdict'] = runs_t['run'].map(acc['verdict']).fillna('no paper value')
     name = data if isinstance(data, (str, Path)) else data.attrs.get('format', 'a DataFrame')
     desc = f"{name} ({len(df)} images: {', '.join(f'{k} {v}' for k, v in df['split'].value_counts().items())})"
     from covidxr.core import atomic_write
