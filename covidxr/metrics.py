@@ -10,12 +10,14 @@ from scipy import stats, optimize
 from sklearn import metrics as skm
 
 # %% auto #0
-__all__ = ['WILSON', 'BOOT_CLASS', 'BOOT_OVERALL', 'prob_cols', 'infer_classes', 'check_preds', 'preds_arrays', 'make_preds',
-           'confusion', 'wilson_ci', 'per_class_metrics', 'overall_metrics', 'reliability_table', 'ece', 'brier',
-           'apply_temperature', 'fit_temperature', 'bootstrap_ci', 'fast_stats', 'metrics_with_ci',
+__all__ = ['ECE_BINS', 'WILSON', 'BOOT_CLASS', 'BOOT_OVERALL', 'prob_cols', 'infer_classes', 'check_preds', 'preds_arrays',
+           'make_preds', 'confusion', 'wilson_ci', 'per_class_metrics', 'overall_metrics', 'reliability_table', 'ece',
+           'brier', 'apply_temperature', 'fit_temperature', 'bootstrap_ci', 'fast_stats', 'metrics_with_ci',
            'per_source_metrics', 'source_confounding']
 
 # %% ../nbs/04_metrics.ipynb #a853da1d
+ECE_BINS = 15   # the one bin count of the ECE: metrics, bootstrap, reliability plot and report all use it
+
 def prob_cols(classes:list # class names in vocab order
              )->list:
     "Names of the probability columns of a predictions table"
@@ -159,7 +161,7 @@ def per_class_metrics(preds:pd.DataFrame, # predictions table
     return pd.DataFrame(rows).set_index('cls').rename_axis('class')
 
 # %% ../nbs/04_metrics.ipynb #b61f3fea
-def _overall_arrays(y, yhat, P, k, n_bins=15):
+def _overall_arrays(y, yhat, P, k, n_bins=ECE_BINS):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         cm, prec, rec, f1, sup, auc = _per_class_arrays(y, yhat, P, k)
@@ -175,7 +177,7 @@ def _overall_arrays(y, yhat, P, k, n_bins=15):
 
 def overall_metrics(preds:pd.DataFrame, # predictions table
                     classes:list|None=None, # class names (vocab order)
-                    n_bins:int=15 # bins of the expected calibration error
+                    n_bins:int=ECE_BINS # bins of the expected calibration error
                    )->dict:
     "Accuracy, balanced accuracy, macro/weighted F1, kappa, macro AUC, ECE, Brier, and the image/patient counts"
     classes = check_preds(preds, classes)
@@ -186,29 +188,35 @@ def overall_metrics(preds:pd.DataFrame, # predictions table
     return out
 
 # %% ../nbs/04_metrics.ipynb #f72b7e3e
+def _bin_of(P, n_bins):
+    "Equal-width bin (on [0, 1]) of every row's top-label confidence"
+    return np.clip(np.digitize(P.max(1), np.linspace(0, 1, n_bins + 1)[1:-1], right=True), 0, n_bins - 1)
+
 def reliability_table(P:np.ndarray, # probabilities, n x k
                       y:np.ndarray, # true class indices
-                      n_bins:int=15 # equal-width confidence bins on [0, 1]
+                      n_bins:int=ECE_BINS # equal-width confidence bins on [0, 1]
                      )->pd.DataFrame:
     "Per confidence bin: count, mean confidence and accuracy of the top-label prediction"
     P, y = np.asarray(P, float), np.asarray(y)
-    conf, hit = P.max(1), (P.argmax(1) == y).astype(float)
-    edges = np.linspace(0, 1, n_bins + 1)
-    b = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
-    df = pd.DataFrame(dict(bin=b, conf=conf, acc=hit)).groupby('bin').agg(count=('acc', 'size'), confidence=('conf', 'mean'),
-                                                                        accuracy=('acc', 'mean'))
-    df = df.reindex(range(n_bins)); df['count'] = df['count'].fillna(0).astype(int)
+    conf, b = P.max(1), _bin_of(P, n_bins)
+    hit = (P.argmax(1) == y).astype(float)
+    cnt = np.bincount(b, minlength=n_bins)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        df = pd.DataFrame(dict(count=cnt, confidence=np.bincount(b, conf, n_bins)/cnt, accuracy=np.bincount(b, hit, n_bins)/cnt))
+    df.index.name = 'bin'; edges = np.linspace(0, 1, n_bins + 1)
     df.insert(0, 'lo', edges[:-1]); df.insert(1, 'hi', edges[1:])
     return df
 
 def ece(P:np.ndarray, # probabilities, n x k
         y:np.ndarray, # true class indices
-        n_bins:int=15 # equal-width confidence bins
+        n_bins:int=ECE_BINS # equal-width confidence bins
        )->float:
     "Expected calibration error: sum over bins of |accuracy - confidence| weighted by the bin's share of images"
-    t = reliability_table(P, y, n_bins).dropna()
-    if not len(t): return np.nan
-    return float((t['count'] * (t['accuracy'] - t['confidence']).abs()).sum() / t['count'].sum())
+    P, y = np.asarray(P, float), np.asarray(y)
+    if not len(P): return np.nan
+    b = _bin_of(P, n_bins)
+    gap = np.abs(np.bincount(b, P.argmax(1) == y, n_bins) - np.bincount(b, P.max(1), n_bins))
+    return float(gap.sum() / len(P))
 
 def brier(P:np.ndarray, # probabilities, n x k
           y:np.ndarray # true class indices
@@ -285,13 +293,6 @@ WILSON = ('sensitivity', 'specificity', 'ppv', 'npv')
 BOOT_CLASS = ('f1', 'auc')
 BOOT_OVERALL = ('balanced_accuracy', 'macro_f1', 'macro_ppv', 'weighted_f1', 'kappa', 'macro_auc', 'ece', 'brier')
 
-def _ece_np(P, y, n_bins):
-    conf, hit = P.max(1), (P.argmax(1) == y)
-    b = np.clip(np.digitize(conf, np.linspace(0, 1, n_bins + 1)[1:-1], right=True), 0, n_bins - 1)
-    cnt = np.bincount(b, minlength=n_bins)
-    gap = np.abs(np.bincount(b, hit, n_bins) - np.bincount(b, conf, n_bins))
-    return float(gap.sum() / cnt.sum())
-
 def _auc_np(s, pos):
     "Mann-Whitney AUC (ties count 1/2), NaN when one class is empty"
     n1 = pos.sum(); n0 = len(pos) - n1
@@ -299,7 +300,7 @@ def _auc_np(s, pos):
     r = stats.rankdata(s)
     return float((r[pos].sum() - n1*(n1 + 1)/2) / (n1*n0))
 
-def fast_stats(y, yhat, P, k:int, n_bins:int=15)->dict:
+def fast_stats(y, yhat, P, k:int, n_bins:int=ECE_BINS)->dict:
     "NumPy versions of the bootstrapped statistics (same definitions as the scikit-learn ones above, ~100x faster)"
     cm = np.bincount(y*k + yhat, minlength=k*k).reshape(k, k).astype(float)
     tp = np.diag(cm); sup = cm.sum(1); npred = cm.sum(0); n = cm.sum()
@@ -315,7 +316,7 @@ def fast_stats(y, yhat, P, k:int, n_bins:int=15)->dict:
              macro_ppv=float(np.nanmean(ppv)) if np.isfinite(ppv).any() else np.nan,
              weighted_f1=float((f1[has]*sup[has]).sum()/sup[has].sum()), kappa=float(kappa),
              macro_auc=float(np.nanmean(auc)) if np.isfinite(auc).any() else np.nan,
-             ece=_ece_np(P, y, n_bins), brier=float(((np.eye(k)[y] - P)**2).sum(1).mean()))
+             ece=ece(P, y, n_bins), brier=float(((np.eye(k)[y] - P)**2).sum(1).mean()))
     for i in range(k): d[f'f1/{i}'] = f1[i]; d[f'auc/{i}'] = auc[i]
     return d
 
@@ -327,7 +328,7 @@ def metrics_with_ci(preds:pd.DataFrame, # predictions table
                     n_boot:int=1000, # bootstrap replicates (0: Wilson intervals only)
                     seed:int=42, # bootstrap seed
                     alpha:float=0.05, # 1 - confidence level
-                    n_bins:int=15, # ECE bins
+                    n_bins:int=ECE_BINS, # ECE bins
                     group_col:str='patient_id' # resample this column's groups; images when absent
                    )->dict:
     "Per-class and overall metrics with 95% CIs (Wilson for proportions, patient bootstrap for the rest)"

@@ -128,7 +128,7 @@ def plot_roc(preds:pd.DataFrame, classes:list|None=None)->Figure:
     ax.plot([0, 1], [0, 1], ':', color='grey'); ax.set_xlabel('1 - specificity'); ax.set_ylabel('sensitivity')
     ax.legend(fontsize=8, loc='lower right'); ax.set_title('ROC (one vs rest)'); fig.tight_layout(); return fig
 
-def plot_reliability(preds:pd.DataFrame, classes:list|None=None, n_bins:int=10)->Figure:
+def plot_reliability(preds:pd.DataFrame, classes:list|None=None, n_bins:int=ECE_BINS)->Figure:
     "Reliability diagram of the top-label confidence, with the image count per bin"
     classes = check_preds(preds, classes); y, _, P = preds_arrays(preds, classes)
     t = reliability_table(P, y, n_bins)
@@ -198,6 +198,13 @@ def _inline(t):
     t = re.sub(r'\*\*(.+?)\*\*', r'<b>\1</b>', t); t = re.sub(r'`(.+?)`', r'<code>\1</code>', t)
     return t
 
+def _html_table(df:pd.DataFrame)->str:
+    "An HTML table with one header row: a named index becomes the leading columns, as in `md_table`"
+    named = any(n is not None for n in df.index.names)
+    d = df.reset_index() if named else df.copy()
+    d.columns.name = None
+    return d.to_html(na_rep='', border=0, classes='tbl', index=not named)
+
 def render_html(blocks:list, title:str='covidxr report')->str:
     "A standalone HTML page from the same blocks"
     body = []
@@ -205,7 +212,7 @@ def render_html(blocks:list, title:str='covidxr report')->str:
         if b[0] == 'h': body.append(f'<h{b[1]}>{_inline(b[2])}</h{b[1]}>')
         elif b[0] == 'p': body.append(f'<p>{_inline(b[1])}</p>')
         elif b[0] == 'warn': body.append(f'<div class="warn"><b>Warning.</b> {_inline(b[1])}</div>')
-        elif b[0] == 'table': body.append(b[1].to_html(na_rep='', border=0, classes='tbl'))
+        elif b[0] == 'table': body.append(_html_table(b[1]))
         elif b[0] == 'img': body.append(f'<figure><img src="{html.escape(b[1])}" alt="{html.escape(b[2])}"><figcaption>{_inline(b[2])}</figcaption></figure>')
     css = ('body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.4} table.tbl{border-collapse:collapse;font-size:90%}'
            ' .tbl td,.tbl th{border:1px solid #ccc;padding:3px 8px;text-align:right} .warn{background:#fff3cd;border:1px solid #e0c060;'
@@ -425,6 +432,18 @@ def _run_info(p:Path):
             if (q/n).exists(): extra[n] = load_json(q/n)
     return m, extra
 
+def _run_name(d)->str:
+    p = Path(d); return p.parent.name if p.name == 'report' else p.name
+
+def _unique_models(long:pd.DataFrame)->list:
+    "Model labels that give every run folder its own cell: runs sharing model and setting get their folder name"
+    m = long['model'].astype(str).copy()
+    dup = long.assign(model=m).duplicated(['model', 'setting'], keep=False)
+    m[dup] = [f'{a} ({_run_name(r)})' for a, r in zip(m[dup], long.run[dup])]
+    dup = long.assign(model=m).duplicated(['model', 'setting'], keep=False)
+    m[dup] = [f'{a} #{i + 1}' for i, a in enumerate(m[dup])]
+    return m.tolist()
+
 def compare_runs(run_dirs:list, # report folders, or run folders with a `report/` subfolder
                  out:str|Path|None=None, # write compare.csv and compare.md here
                  by:tuple=('aug', 'pretrained'), # settings that become column groups (from meta / card / config)
@@ -450,6 +469,7 @@ def compare_runs(run_dirs:list, # report folders, or run folders with a `report/
     long = pd.DataFrame(rows)
     keys = [k for k in by if long[k].nunique() > 1]
     long['setting'] = long[keys].apply(lambda r: ', '.join(f'{k}={v}' for k, v in r.items()), axis=1) if keys else 'all'
+    long['model'] = _unique_models(long)
     wide = long.pivot_table(index='model', columns='setting', values=['accuracy', 'precision', 'sensitivity'], aggfunc='first', sort=False)
     wide = wide.swaplevel(0, 1, axis=1).sort_index(axis=1, level=0, sort_remaining=False).round(2)
     wide = wide.reindex(columns=[(s, m) for s in long['setting'].unique() for m in ('accuracy', 'precision', 'sensitivity')])
