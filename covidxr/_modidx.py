@@ -327,6 +327,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'covidxr.reproduce._prepare': ('reproduce.html#_prepare', 'covidxr/reproduce.py'),
                                    'covidxr.reproduce.check_weights': ('reproduce.html#check_weights', 'covidxr/reproduce.py'),
                                    'covidxr.reproduce.hardware': ('reproduce.html#hardware', 'covidxr/reproduce.py'),
+                                   'covidxr.reproduce.per_class_table': ('reproduce.html#per_class_table', 'covidxr/reproduce.py'),
+                                   'covidxr.reproduce.recipe_steps': ('reproduce.html#recipe_steps', 'covidxr/reproduce.py'),
                                    'covidxr.reproduce.repro_runs': ('reproduce.html#repro_runs', 'covidxr/reproduce.py'),
                                    'covidxr.reproduce.reproduce': ('reproduce.html#reproduce', 'covidxr/reproduce.py'),
                                    'covidxr.reproduce.run_recipe': ('reproduce.html#run_recipe', 'covidxr/reproduce.py')},

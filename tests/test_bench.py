@@ -29,3 +29,31 @@ def test_bench_rejects_unknown_setting():
 def test_wrapper_script_help():
     r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'bench.py'), '--help'], capture_output=True, text=True)
     assert r.returncode == 0 and '--quick' in r.stdout, r.stderr
+
+def _fit_preds(df, **kw):
+    "Train a tiny ResNet-18 one epoch (SGD, so that rounding differences stay small) on CPU with `cxr_learner(**kw)`; validation probabilities"
+    import torch
+    from fastai.optimizer import SGD
+    from covidxr.core import seed_everything
+    from covidxr.data import cxr_dls
+    from covidxr.learn import cxr_learner
+    seed_everything(0)
+    dls = cxr_dls(df, size=32, bs=8, device='cpu', seed=0)
+    learn = cxr_learner(dls, 'resnet18', pretrained=False, opt_func=SGD, **kw)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, 1e-2)
+        return learn.get_preds(dl=dls.valid)[0], learn
+
+def test_channels_last_and_mixed_precision_keep_cpu_results():
+    "The speed options change memory layout / precision only: on a CPU the trained model predicts the same"
+    import torch
+    from covidxr.data import read_dataset, sample_per_class
+    df = read_dataset('cxr-mini', check='none')
+    df = sample_per_class(df[df.split.isin(['train', 'test'])].assign(split=lambda d: d.split.replace({'test': 'valid'})), 8, seed=0)
+    p0, l0 = _fit_preds(df)
+    p1, l1 = _fit_preds(df, channels_last=True)
+    with pytest.warns(UserWarning, match='needs CUDA'): p2, l2 = _fit_preds(df, mixed_precision='bf16')
+    assert (l0.cxr['precision'], l1.cxr['channels_last'], l2.cxr['precision']) == ('fp32', True, 'fp32')
+    assert p0.shape == (len(df[df.split == 'valid']), 3) and not torch.allclose(p0, p0.new_full(p0.shape, 1/3))
+    torch.testing.assert_close(p1, p0, atol=1e-4, rtol=0)   # channels_last: other conv kernels, same maths
+    torch.testing.assert_close(p2, p0, atol=1e-6, rtol=0)   # bf16 requested on CPU: fp32 training, the same run
