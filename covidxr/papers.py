@@ -214,7 +214,7 @@ def verdict(paper:float|None, # the paper's value (fraction)
     if paper < lo - tol: return 'paper below our CI'
     return 'inside our CI'
 
-# %% ../nbs/10_papers.ipynb #456aa9be
+# %% ../nbs/10_papers.ipynb #07d46416
 def _as_metrics(x):
     return load_metrics(x) if isinstance(x, (str, Path)) else x
 
@@ -238,4 +238,6 @@ def paper_vs_ours(seed, # '002', 2 or 'seed002'
                      'paper test images': r['n_test'], 'our test images': o['images'] if o else None,
                      'our test patients': o['patients'] if o else None, 'verdict': verdict(r['value'], o),
                      'QUICK': q if m is not None else None, 'note': r['note']})
-    return pd.DataFrame(rows)
+    t = pd.DataFrame(rows)
+    for c in ('paper test images', 'our test images', 'our test patients'): t[c] = pd.to_numeric(t[c]).astype('Int64')
+    return t

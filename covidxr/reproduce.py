@@ -10,7 +10,7 @@ import pandas as pd, torch
 from .papers import PAPER_RESULTS, SEED002_ARCHS, run_key, paper_vs_ours, paper_notes, _seed
 
 # %% auto #0
-__all__ = ['repro_runs', 'run_recipe', 'check_weights', 'hardware', 'reproduce']
+__all__ = ['repro_runs', 'run_recipe', 'recipe_steps', 'check_weights', 'hardware', 'reproduce', 'per_class_table']
 
 # %% ../nbs/11_reproduce.ipynb #33ab8ed3
 def repro_runs(paper, # seed paper: '000'...'004' (or 2, 'seed002')
@@ -41,7 +41,15 @@ def run_recipe(run:dict, # one entry of `repro_runs`
         r = override(r.scaled(size=px/max(s.size for s in r.stages), max_epochs=1), pretrained=False, imagenet_weights=None)
     return r
 
-# %% ../nbs/11_reproduce.ipynb #10f33fc5
+# %% ../nbs/11_reproduce.ipynb #40674774
+def recipe_steps(r # a `covidxr.recipes.Recipe`
+                )->pd.DataFrame:
+    "One row per training step: stage, image size, step, epochs, peak LR (head group), lowest LR, frozen body, schedule"
+    return pd.DataFrame([dict(stage=s.name, size=s.size, step=t.name, epochs=t.epochs, lr=t.lr, lr_lo=t.lr_lo, frozen=t.frozen,
+                              schedule=t.schedule + (f' {t.milestones}' if t.milestones else ''))
+                         for s in r.stages for t in s.steps])
+
+# %% ../nbs/11_reproduce.ipynb #7317eb16
 def check_weights(runs:list, # entries of `repro_runs`
                   weights:dict|None=None # arch -> explicit weights file
                  )->dict:
@@ -51,7 +59,7 @@ def check_weights(runs:list, # entries of `repro_runs`
     return {d['arch']: arch_weights(get_arch(d['arch']), weights.get(d['arch']), d['recipe'].imagenet_weights)
             for d in runs if d['pretrained']}
 
-# %% ../nbs/11_reproduce.ipynb #d9ce13ff
+# %% ../nbs/11_reproduce.ipynb #db31b7bf
 def hardware()->str:
     "CPU model and cores, memory and GPU of this machine, in words"
     cpu = platform.processor() or platform.machine()
@@ -65,7 +73,7 @@ def hardware()->str:
     gpu = ', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if torch.cuda.is_available() else 'no GPU'
     return f"{cpu}, {n} cores{mem}, {gpu}"
 
-# %% ../nbs/11_reproduce.ipynb #aa3733fb
+# %% ../nbs/11_reproduce.ipynb #24bdc245
 def _prepare(data, r, max_per_class, seed):
     from covidxr.data import read_dataset, make_splits, sample_per_class
     df = data.copy() if isinstance(data, pd.DataFrame) else read_dataset(data)
@@ -147,3 +155,12 @@ def reproduce(paper, # seed paper: '000'...'004' (or 2, 'seed002')
     atomic_write(out/'runs.csv', runs_t.to_csv(index=False))
     atomic_write(out/'side_by_side.md', _md(paper, table, runs_t, quick, desc, hw))
     return dict(table=table, runs=runs_t, metrics=metrics, out=out, data=desc, hardware=hw)
+
+# %% ../nbs/11_reproduce.ipynb #906d775d
+def per_class_table(m:dict # a run's metrics dict (`evaluate` / metrics.json)
+                   )->pd.DataFrame:
+    "Per class: sensitivity, PPV, F1 with 95% CIs (%), and the test images they rest on"
+    f = lambda d, k: '' if d.get(k) is None else f"{100*d[k]:.1f} ({100*d[k+'_lo']:.1f}–{100*d[k+'_hi']:.1f})" \
+        if d.get(k+'_lo') is not None and d.get(k+'_hi') is not None else f"{100*d[k]:.1f}"
+    return pd.DataFrame([{'class': c, 'sensitivity': f(d, 'sensitivity'), 'PPV': f(d, 'ppv'), 'F1': f(d, 'f1'),
+                          'test images': d.get('support')} for c, d in m['per_class'].items()]).set_index('class')
