@@ -8,8 +8,15 @@ import numpy as np, pandas as pd, pytest, torch
 from covidxr.core import load_json, save_json
 
 torch.set_num_threads(2)
-EXE = Path(sys.executable).parent/'covidxr'
 ENV = dict(os.environ, HF_HUB_OFFLINE='1', COVIDXR_OFFLINE='1', OMP_NUM_THREADS='1')
+
+def call(*args):
+    "`covidxr.cli.main` in this process (the installed console script's entry point): (exit code, stdout, stderr)"
+    import contextlib, io
+    from covidxr.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main(list(map(str, args)))
+    return code, out.getvalue(), err.getvalue()
 
 def tiny_recipe(epochs=1):
     from covidxr.learn import Recipe, Stage, Step
@@ -66,10 +73,9 @@ def test_tampered_card_is_refused(run, tmp_path, change, needles):
 def test_tampered_card_on_the_command_line(run, tmp_path, data):
     d = copy_run(run, tmp_path/'t', size=[99999, 99999])
     img = data.path.iloc[0]
-    p = subprocess.run([str(EXE), 'predict', '--model', str(d), str(img), '--out', str(tmp_path/'p.csv')],
-                       capture_output=True, text=True, env=ENV, timeout=300)
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 1 and len(lines) == 1 and 'Traceback' not in p.stderr, p.stderr
+    code, _, err = call('predict', '--model', d, img, '--out', tmp_path/'p.csv')
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and 'Traceback' not in err, err
     assert 'cannot be trusted' in lines[0] and 'size [99999, 99999]' in lines[0] and not (tmp_path/'p.csv').exists()
 
 def test_non_finite_probabilities_are_row_errors(run, tmp_path, data):
@@ -85,9 +91,8 @@ def test_non_finite_probabilities_are_row_errors(run, tmp_path, data):
     assert (p.pred == '').all() and p.error.str.startswith('non-finite probabilities').all(), p
     ok = predict_paths(run, files)                               # the intact run: finite, no errors
     assert (ok.error == '').all() and np.isfinite(ok.filter(like='p_').to_numpy()).all()
-    code = subprocess.run([str(EXE), 'predict', '--model', str(d), *files, '--out', str(tmp_path/'p.csv')],
-                          capture_output=True, text=True, env=ENV, timeout=300)
-    assert code.returncode == 1 and code.stderr.count('non-finite probabilities') == 3, code.stderr
+    code, _, err = call('predict', '--model', d, *files, '--out', tmp_path/'p.csv')
+    assert code == 1 and err.count('non-finite probabilities') == 3, err
 
 def test_failed_external_evaluation_keeps_the_old_report(run, data, tmp_path):
     from covidxr.report import evaluate_run
@@ -125,7 +130,7 @@ train_recipe(tiny_recipe(2), pd.read_pickle({df!r}), {out!r}, show=False, device
 """
 
 def test_two_trains_into_one_folder(data, tmp_path, mini):
-    "Process A trains (held inside its first fit); `covidxr train --overwrite` into the same --out is refused, naming A"
+    "Process A trains (held inside its first fit); `covidxr train --overwrite` into the same --out (from this process) is refused, naming A"
     out, go = tmp_path/'run', tmp_path/'go'
     data.to_pickle(tmp_path/'df.pkl')
     a = subprocess.Popen([sys.executable, '-c', WAITER.format(tests=str(Path(__file__).parent), go=str(go),
@@ -135,11 +140,10 @@ def test_two_trains_into_one_folder(data, tmp_path, mini):
         while not (out/'history.csv').exists() and not (out/'state.json').exists() and a.poll() is None and time.time() - t0 < 240:
             time.sleep(0.2)
         assert (out/'.lock').exists(), a.communicate()[1] if a.poll() is not None else 'A never took the lock'
-        b = subprocess.run([str(EXE), 'train', '--data', str(mini), '--arch', 'resnet18', '--recipe', 'cxr_scratch', '--quick',
-                            '--no-pretrained', '--max-per-class', '2', '--out', str(out), '--overwrite'],
-                           capture_output=True, text=True, env=ENV, timeout=300)
-        lines = b.stderr.strip().splitlines()
-        assert b.returncode == 1 and len(lines) == 1, b.stderr
+        code, _, err = call('train', '--data', mini, '--arch', 'resnet18', '--recipe', 'cxr_scratch', '--quick',
+                            '--no-pretrained', '--max-per-class', 2, '--out', out, '--overwrite')   # this pytest process
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1, err
         assert f'is in use by pid {a.pid} ' in lines[0] and '--out' in lines[0], lines[0]
     finally:
         go.touch()
