@@ -90,7 +90,11 @@ def test_listens_on_loopback_only(server):
 def upload_and_predict(page, files:list, n:int):
     "Upload `files`, wait until Gradio has them, click Predict, wait for `n` result blocks"
     page.locator('#cxr-upload input[type=file]').set_input_files([str(f) for f in files])
-    for f in files: page.locator('#cxr-upload').get_by_text(Path(f).name[:20]).first.wait_for(timeout=60_000)
+    # Gradio lists each uploaded file (stem and extension in separate elements) once the upload has finished
+    stems = [Path(f).stem for f in files]
+    page.wait_for_function("stems => { const t = document.querySelector('#cxr-upload').innerText; "
+                           "return stems.every(s => t.includes(s)) && !/upload/i.test(t.replace(/Chest X-rays/, '')) }",
+                           arg=stems, timeout=60_000)
     page.click('#cxr-predict')
     page.wait_for_function(f"document.querySelectorAll('#cxr-results .cxr-result').length == {n}", timeout=120_000)
 
