@@ -73,3 +73,26 @@ def test_probabilities_must_sum_to_one():
     r = p.copy(); cols = [f'p_{c}' for c in CLS]
     r[cols] = r[cols].astype('float32').round(6)                 # a CSV round trip of float32 softmax outputs
     assert np.isclose(overall_metrics(r, CLS)['brier'], overall_metrics(p, CLS)['brier'], atol=1e-5)
+
+def test_one_ece_one_bin_count():
+    "ece (used by the bootstrap too) is the count-weighted gap of reliability_table, at ECE_BINS bins everywhere"
+    from covidxr.metrics import ece, reliability_table, ECE_BINS
+    p = _random_preds(4, n=200, skill=0.3); y, yhat, P = preds_arrays(p, CLS)
+    t = reliability_table(P, y)
+    assert len(t) == ECE_BINS == 15 and t['count'].sum() == 200
+    t = t[t['count'] > 0]
+    assert np.isclose(ece(P, y), (t['count']*(t.accuracy - t.confidence).abs()).sum()/200)
+    r = metrics_with_ci(p, CLS, n_boot=20)
+    assert r['overall'].loc['ece', 'value'] == ece(P, y) == fast_stats(y, yhat, P, 3)['ece']
+    assert ece(P, y, n_bins=5) != ece(P, y)      # the bin count matters, so there must be one
+
+def test_make_preds_is_the_one_table():
+    "Labelled (evaluation) and unlabelled (predict) tables from one builder; a non-finite row has no prediction"
+    P = np.array([[.2, .5, .3], [np.nan, .5, .5], [.1, .1, .8]])
+    t = make_preds(['normal', 'normal', 'pneumonia'], P, CLS, path=['a.png', 'b.png', 'c.png'])
+    assert list(t.columns) == ['path', 'label', 'patient_id', 'source', 'p_COVID-19', 'p_normal', 'p_pneumonia', 'pred']
+    assert t.pred.tolist() == ['normal', '', 'pneumonia'] and t.patient_id.tolist() == ['p0', 'p1', 'p2']
+    u = make_preds(None, P, CLS, path=['a.png', 'b.png', 'c.png'])
+    assert list(u.columns) == ['path', 'p_COVID-19', 'p_normal', 'p_pneumonia', 'pred'] and u.pred.tolist() == t.pred.tolist()
+    with pytest.raises(ValueError, match=r'Non-finite probabilities in rows \[1\]'): check_preds(t, CLS)
+    assert len(make_preds(None, np.zeros((0, 3)), CLS)) == 0
