@@ -24,10 +24,17 @@ __all__ = ['last_linear', 'get_preds_df', 'get_features', 'source_probe', 'plot_
 
 # %% ../nbs/05_report.ipynb #cc1fa094
 def last_linear(model:torch.nn.Module)->torch.nn.Module:
-    "The last `nn.Linear` module of `model` (its classifier)"
+    "The classifier of `model`: its last `nn.Linear`, else its last 1x1 `nn.Conv2d` (SqueezeNet's torchvision head)"
     lin = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if not lin: raise ValueError(f"{type(model).__name__} has no nn.Linear layer to take features from")
-    return lin[-1]
+    if lin: return lin[-1]
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
+    if conv: return conv[-1]
+    raise ValueError(f"{type(model).__name__} has no nn.Linear or 1x1 nn.Conv2d classifier to take features from")
+
+def _feat(x:torch.Tensor)->torch.Tensor:
+    "Classifier input as one vector per image (a feature map is averaged over its positions)"
+    x = x.detach().float()
+    return (x.mean((2, 3)) if x.ndim == 4 else x.flatten(1)).cpu()
 
 def _quiet(learn):
     from contextlib import ExitStack
@@ -46,7 +53,7 @@ def get_preds_df(learn, # a fastai Learner whose `dls` was built from a DataFram
     if not len(df): raise ValueError("get_preds_df: the DataFrame is empty")
     dl = learn.dls.test_dl(df, bs=bs or learn.dls.bs)
     feats = []
-    h = last_linear(learn.model).register_forward_hook(lambda m, i, o: feats.append(i[0].detach().float().flatten(1).cpu())) if features else None
+    h = last_linear(learn.model).register_forward_hook(lambda m, i, o: feats.append(_feat(i[0]))) if features else None
     try:
         with _quiet(learn):
             P = (learn.tta(dl=dl, n=n_tta) if tta else learn.get_preds(dl=dl))[0]
@@ -380,11 +387,12 @@ def evaluate(learn_or_preds, # a fastai Learner, or a test predictions table
         learn = learn_or_preds
         if df is None: raise ValueError("evaluate(learner, df=...): the test rows are needed")
         if 'split' in df and (df['split'] == 'test').any() and not (df['split'] == 'test').all(): df = df[df['split'] == 'test']
-        preds, feats = get_preds_df(learn, df, tta=tta, features=True)
+        probe_on = source_probe and 'source' in df and df['source'].nunique() > 1
+        preds, feats = get_preds_df(learn, df, tta=tta, features=True) if probe_on else (get_preds_df(learn, df, tta=tta), None)
         ext = get_preds_df(learn, external_df, tta=tta) if external_df is not None else None
         vp = get_preds_df(learn, valid_df) if valid_df is not None else None
         probe = None
-        if source_probe and 'source' in df and df['source'].nunique() > 1:
+        if probe_on:
             probe = probe_fn(feats, df.reset_index(drop=True), seed=seed)
         if history is None and getattr(getattr(learn, 'recorder', None), 'values', None): history = learn
     meta = dict(meta or {})

@@ -103,3 +103,18 @@ def test_compare_keeps_every_run_folder(tmp_path):
     assert t.shape[0] == 3 and list(t.index) == ['resnet18 (seed0)', 'resnet18 (seed1)', 'resnet18 (seed2)']
     accs = [round(100*json.loads((r/'report'/'metrics.json').read_text())['overall']['accuracy']['value'], 2) for r in runs]
     assert t[('all', 'accuracy')].tolist() == accs
+
+def test_evaluate_squeezenet_torchvision_head(mini, tmp_path):
+    "SqueezeNet's torchvision classifier is a 1x1 conv: the source probe takes its (pooled) input as features"
+    from covidxr.data import read_dataset, make_splits, sample_per_class, cxr_dls
+    from covidxr.learn import cxr_learner
+    from covidxr.report import evaluate, get_features
+    df = sample_per_class(make_splits(read_dataset(mini), seed=42), 4)
+    learn = cxr_learner(cxr_dls(df, size=32, bs=8, device='cpu'), 'squeezenet1_1', pretrained=False, head='torchvision')
+    test = df[df.split == 'test']
+    assert get_features(learn, test).shape == (len(test), 512)
+    res = evaluate(learn, test, out=tmp_path/'r', n_boot=10)
+    assert res['n_images'] == len(test) and (tmp_path/'r'/'report.html').exists()
+    assert ('source_probe' in res) == (test.source.nunique() > 1)
+    res = evaluate(learn, test, out=tmp_path/'r2', n_boot=10, source_probe=False)   # no features asked for
+    assert 'source_probe' not in res
