@@ -180,3 +180,33 @@ def test_train_scale_and_max_epochs_use_the_archs_recipe(mini, tmp_path):
     assert (r['arch'], st['size'], step['epochs']) == ('squeezenet1_1', 28, 1)   # 227 px (squeezenet's own) x 0.125
     np.testing.assert_allclose(step['milestones'], [5/9, 8/9])                   # Table 3: 9 epochs, milestones 5, 8
     assert '28 px' in out and 'from scratch' in out
+
+def test_train_without_arch_uses_the_recipes_own(mini, tmp_path, monkeypatch):
+    "No --arch: the recipe's architecture (seed000: EfficientNet-B7, seed003: EfficientNetV2-S); pretrained by default, so offline it names those weights"
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path/'torch'))
+    for recipe, needle in (('seed000', 'tf_efficientnet_b7'), ('seed003', 'tf_efficientnetv2_s.in1k'), ('covid_resnet', 'resnet50-0676ba61.pth')):
+        code, out, err = call('train', '--data', mini, '--recipe', recipe, '--quick', '--out', tmp_path/recipe)
+        one_line_error(code, err, needle)
+
+def test_train_cxr_cnn_implies_no_pretrained_and_the_recipes_split(mini, tmp_path):
+    "seed002 with cxr_cnn: trained from scratch without --no-pretrained, on the same 80/20 then 90/10 split as train_recipe"
+    from covidxr.data import read_dataset
+    from covidxr.learn import get_recipe, data_fingerprint, _prepare_df
+    code, out, err = call('train', '--data', mini, '--recipe', 'seed002', '--arch', 'cxr_cnn', '--quick',
+                          '--max-per-class', 3, '--out', tmp_path/'run')
+    assert code == 0, err
+    cfg = json.loads((tmp_path/'run'/'config.json').read_text())
+    assert (cfg['recipe']['arch'], cfg['recipe']['pretrained'], cfg['recipe']['valid_pct']) == ('cxr_cnn', False, 0.1)
+    assert 'from scratch' in out
+    r = get_recipe('seed002', arch='cxr_cnn')
+    py = _prepare_df(read_dataset(mini), r, max_per_class=3)   # the Python path's split and subset
+    assert cfg['data']['fingerprint'] == data_fingerprint(py)
+    full = _prepare_df(read_dataset(mini), r)   # 90/10 of the training pool (patient-disjoint, stratified)
+    n = full[full.split != 'test'].drop_duplicates('path').split.value_counts()
+    assert abs(n['valid']/(n['valid'] + n['train']) - 0.1) < 0.03, n
+    code, out, err = call('train', '--data', mini, '--arch', 'cxr_cnn', '--recipe', 'seed002', '--pretrained', '--out', tmp_path/'o')
+    one_line_error(code, err, 'cxr_cnn', 'no ImageNet weights')
+
+def test_train_unknown_arch_for_seed002_is_one_line(mini, tmp_path):
+    code, out, err = call('train', '--data', mini, '--recipe', 'seed002', '--arch', 'resnet50', '--no-pretrained', '--out', tmp_path/'o')
+    one_line_error(code, err, 'seed002', 'resnet50')

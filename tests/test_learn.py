@@ -82,9 +82,10 @@ def test_covid_resnet_stages_sizes_frozen_lrs(small, tmp_path):
     cfg, card = load_json(out/'config.json'), load_json(out/'card.json')
     assert cfg['recipe']['name'] == 'covid_resnet' and cfg['recipe']['stages'][2]['size'] == 57 and cfg['seed'] == 42
     assert card['classes'] == ['COVID-19', 'normal', 'pneumonia'] and card['arch'] == 'resnet18'
-    best = h.loc[h['valid_loss'].idxmin()]
-    assert (card['best']['stage'], card['best']['step']) == (best['stage'], best['step']) and card['size'] == best['size']
-    # the card rebuilds the model, and weights.safetensors is what the learner ends with (the best epoch)
+    # seed 004 reports its final model: the card names the last step, and the kept weights are the final ones
+    assert (card['best']['stage'], card['best']['step'], card['best']['monitor']) == ('stage3', 'whole', 'final')
+    assert card['size'] == [57, 57]
+    # the card rebuilds the model, and weights.safetensors is what the learner ends with (the final epoch)
     m = create_cxr_model(card['arch'], card['n_out'], head=card['head'])
     m.load_state_dict(load_state_file(out/'weights.safetensors'))
     for a, b in zip(m.state_dict().values(), learn.model.state_dict().values()): assert torch.equal(a.cpu(), b.cpu())
@@ -172,6 +173,26 @@ def test_pretrained_without_weights_fails_before_writing(small, tmp_path, monkey
     from covidxr.learn import covid_resnet
     monkeypatch.setenv('TORCH_HOME', str(tmp_path/'torch'))
     t0 = time.time()
-    with pytest.raises(MissingWeightsError, match='resnet50-11ad3fa6.pth'):
+    with pytest.raises(MissingWeightsError, match='resnet50-0676ba61.pth'):   # IMAGENET1K_V1, the 2020 weights
         covid_resnet(small, out=tmp_path/'run', pretrained=True, quick=True, show=False)
     assert time.time() - t0 < 10 and not (tmp_path/'run'/'history.csv').exists()
+
+
+def test_four_classes_train_evaluate_report(mini, tmp_path):
+    "COVID-ResNet's 4-class task (normal / bacteria / viral / COVID-19) on real cxr-mini images: train -> evaluate -> report"
+    from covidxr.learn import covid_resnet
+    from covidxr.report import evaluate_run
+    from covidxr.test_utils import cxr_mini_4class
+    df = cxr_mini_4class(max_per_class=4)   # cxr-mini's own train/test split, 4 images per class and split
+    assert sorted(df.label.unique()) == ['COVID-19', 'bacteria', 'normal', 'viral'] and not (df.split == 'valid').any()
+    out = tmp_path/'run'
+    learn = covid_resnet(df, out=out, arch='resnet18', pretrained=False, quick=True, bs=4, show=False)
+    cfg, card = load_json(out/'config.json'), load_json(out/'card.json')
+    assert learn.cxr['n_out'] == 4 and card['classes'] == ['COVID-19', 'bacteria', 'normal', 'viral']
+    n = cfg['data']['n']   # valid_pct=0: the whole training split is trained on, nothing carved out
+    assert all(n[c].get('train') == 4 and not n[c].get('valid') for c in card['classes'])
+    m = evaluate_run(out, df[df.split == 'test'], tmp_path/'report')
+    assert m['n_images'] == 16
+    text = json.dumps(m)
+    for c in ('COVID-19', 'bacteria', 'normal', 'viral'): assert c in text
+    assert (tmp_path/'report'/'metrics.json').exists() and any((tmp_path/'report').glob('report.*'))
