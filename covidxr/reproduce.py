@@ -10,7 +10,8 @@ import pandas as pd, torch
 from .papers import PAPER_RESULTS, SEED002_ARCHS, run_key, paper_vs_ours, paper_notes, _seed
 
 # %% auto #0
-__all__ = ['repro_runs', 'run_recipe', 'recipe_steps', 'check_weights', 'hardware', 'reproduce', 'per_class_table']
+__all__ = ['repro_runs', 'run_recipe', 'recipe_steps', 'check_weights', 'hardware', 'reproduce', 'per_class_table',
+           'collect_runs', 'required_weights', 'full_command']
 
 # %% ../nbs/11_reproduce.ipynb #33ab8ed3
 def repro_runs(paper, # seed paper: '000'...'004' (or 2, 'seed002')
@@ -73,7 +74,7 @@ def hardware()->str:
     gpu = ', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if torch.cuda.is_available() else 'no GPU'
     return f"{cpu}, {n} cores{mem}, {gpu}"
 
-# %% ../nbs/11_reproduce.ipynb #24bdc245
+# %% ../nbs/11_reproduce.ipynb #d796e66e
 def _prepare(data, r, max_per_class, seed):
     from covidxr.data import read_dataset, make_splits, sample_per_class
     df = data.copy() if isinstance(data, pd.DataFrame) else read_dataset(data)
@@ -106,6 +107,7 @@ def reproduce(paper, # seed paper: '000'...'004' (or 2, 'seed002')
               px:int=32, # QUICK: largest image size
               n_boot:int|None=None, # bootstrap replicates of the CIs (default 1000; QUICK 200)
               weights:dict|None=None, # arch -> ImageNet weights file (full runs)
+              external:pd.DataFrame|None=None, # an external test set (data contract), scored by every run
               device:str|None=None, # 'cpu', 'cuda', ...
               keep_stages:bool|None=None, # keep each run's stages/ checkpoints (default: not in QUICK mode)
               show:bool=False # fastai progress bars
@@ -137,13 +139,14 @@ def reproduce(paper, # seed paper: '000'...'004' (or 2, 'seed002')
         if not (keep_stages if keep_stages is not None else not quick): shutil.rmtree(rdir/'stages', ignore_errors=True)
         meta = dict(paper=paper, run=d['key'], arch=d['arch'], aug=d['aug'], pretrained=r.pretrained, quick=quick,
                     seconds_train=round(secs, 1), hardware=hw)
-        metrics[d['key']] = m = evaluate_run(rdir, test, device=device, n_boot=n_boot, seed=seed, source_probe=not quick,
+        metrics[d['key']] = m = evaluate_run(rdir, test, external=external, device=device, n_boot=n_boot, seed=seed, source_probe=not quick,
                                              meta=meta, title=f"Seed {paper}, {d['key']}{' (QUICK)' if quick else ''}")
         acc = m['overall']['accuracy']
         rows.append(dict(run=d['key'], folder=rdir.name, pretrained=r.pretrained, aug=r.aug,
                          sizes='/'.join(str(s.size) for s in r.stages), epochs=r.epochs, seconds=round(secs, 1),
                          test_images=m['n_images'], test_patients=m['n_patients'], accuracy=round(100*acc['value'], 2),
-                         accuracy_ci=f"{100*acc['lo']:.1f}–{100*acc['hi']:.1f}"))
+                         accuracy_ci=f"{100*acc['lo']:.1f}–{100*acc['hi']:.1f}",
+                         external_accuracy=round(100*m['external']['overall']['accuracy']['value'], 2) if m.get('external') else None))
     table, runs_t = paper_vs_ours(paper, metrics, quick=quick), pd.DataFrame(rows)
     acc = table[table['metric'] == 'accuracy'].drop_duplicates('run').set_index('run')   # each run's headline number
     runs_t['paper accuracy'] = runs_t['run'].map(acc['paper %'])
@@ -164,3 +167,53 @@ def per_class_table(m:dict # a run's metrics dict (`evaluate` / metrics.json)
         if d.get(k+'_lo') is not None and d.get(k+'_hi') is not None else f"{100*d[k]:.1f}"
     return pd.DataFrame([{'class': c, 'sensitivity': f(d, 'sensitivity'), 'PPV': f(d, 'ppv'), 'F1': f(d, 'f1'),
                           'test images': d.get('support')} for c, d in m['per_class'].items()]).set_index('class')
+
+# %% ../nbs/11_reproduce.ipynb #2c748deb
+def _ci(o:dict, k:str)->str:
+    v = o.get(k) or {}
+    if v.get('value') is None: return ''
+    ci = f" ({100*v['lo']:.1f}–{100*v['hi']:.1f})" if v.get('lo') is not None and v.get('hi') is not None else ''
+    return f"{100*v['value']:.1f}{ci}"
+
+def collect_runs(root:str|Path # folder searched recursively for run folders (config.json + report/metrics.json)
+                )->pd.DataFrame:
+    "One row per saved run under `root`: paper, run, recipe, QUICK, data, device, hardware, seconds, metrics with CIs"
+    import json
+    rows = []
+    for cfg in sorted(Path(root).rglob('config.json')):
+        d = cfg.parent; mj = d/'report'/'metrics.json'
+        if not mj.is_file(): continue
+        c, m = json.loads(cfg.read_text()), json.loads(mj.read_text())
+        meta, o, rc = m.get('meta') or {}, m['overall'], c.get('recipe', {})
+        n = pd.DataFrame(c.get('data', {}).get('n', {})).fillna(0).astype(int)
+        ext = m.get('external')
+        rows.append(dict(paper=meta.get('paper', ''), run=meta.get('run', d.name), recipe=rc.get('name'), arch=rc.get('arch'),
+                         quick=bool(meta.get('quick', c.get('quick', False))), pretrained=rc.get('pretrained'),
+                         sizes='/'.join(str(s['size']) for s in rc.get('stages', [])),
+                         epochs=sum(t['epochs'] for s in rc.get('stages', []) for t in s['steps']),
+                         data=Path(str(c.get('data', {}).get('root', ''))).name,
+                         split=', '.join(f"{k} {v}" for k, v in n.sum(axis=1).items()) if len(n) else '',
+                         device=c.get('device'), hardware=meta.get('hardware', ''), seconds=meta.get('seconds_train'),
+                         test_images=m.get('n_images'), test_patients=m.get('n_patients'),
+                         accuracy=_ci(o, 'accuracy'), balanced_accuracy=_ci(o, 'balanced_accuracy'), macro_f1=_ci(o, 'macro_f1'),
+                         external=_ci(ext['overall'], 'accuracy') + f" on {ext['n_images']}" if ext else '', folder=str(d)))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/11_reproduce.ipynb #6870be55
+def required_weights(paper # seed paper
+                    )->pd.DataFrame:
+    "arch, weights version, file, cache folder and URL of every ImageNet weights file a paper's full reproduction needs"
+    from covidxr.core import weights_source
+    from covidxr.models import get_arch, weights_model, LEGACY_FILES
+    rows = []
+    for d in repro_runs(paper):
+        if not d['pretrained']: continue
+        spec, tag = get_arch(d['arch']), d['recipe'].imagenet_weights
+        src = weights_source(weights_model(spec, tag), tag if spec.lib == 'torchvision' else None)
+        rows.append(dict(arch=d['arch'], version=tag or 'default', file=src['file'], also_accepted=LEGACY_FILES.get((spec.model, tag), ''),
+                         folder=str(src['folder']), url=src['url']))
+    return pd.DataFrame(rows).drop_duplicates('arch').reset_index(drop=True)
+
+def full_command(paper, data:str='/path/to/data')->str:
+    "The shell command that reproduces a paper at full size"
+    return f"covidxr reproduce {_seed(paper)} --data {data} --out models/repro/{_seed(paper)} --device cuda"
