@@ -84,7 +84,7 @@ def _card_problems(card:dict)->list:
     from covidxr.models import ARCHS
     bad, fin = [], lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     if card.get('format') != CARD_FORMAT: bad.append(f"format is {card.get('format')!r}, not {CARD_FORMAT!r}")
-    if card.get('arch') not in ARCHS: bad.append(f"arch {card.get('arch')!r} is not one of {', '.join(ARCHS)}")
+    if not (isinstance(card.get('arch'), str) and card['arch'] in ARCHS): bad.append(f"arch {card.get('arch')!r} is not one of {', '.join(ARCHS)}")
     cls = card.get('classes')
     if not (isinstance(cls, list) and all(isinstance(c, str) and c.strip() for c in cls)):
         bad.append("classes must be a list of class names")

@@ -152,3 +152,28 @@ def test_two_trains_into_one_folder(data, tmp_path, mini):
     h = pd.read_csv(out/'history.csv')
     assert len(h) == 2 and list(h['stage']) == ['s', 's']          # A's two epochs only, nothing of B
     assert load_json(out/'config.json')['recipe']['name'] == 'tiny' and not (out/'.lock').exists()
+
+def test_card_loader_fuzzed(run, tmp_path):
+    "Any JSON in any field of card.json, or any bytes as the file: a usable card or a RunError naming the file, nothing else"
+    from hypothesis import given, settings, strategies as st, HealthCheck
+    from hypothesis.configuration import set_hypothesis_home_dir
+    set_hypothesis_home_dir(tmp_path/'hypothesis')   # its caches stay out of the checkout
+    from covidxr.inference import read_card, RunError, SIZE_RANGE
+    good = load_json(run/'card.json')
+    d = tmp_path/'f'; d.mkdir(); shutil.copy(run/'weights.safetensors', d)
+    scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20)
+    values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=8)
+    def check():
+        try: c = read_card(d)
+        except RunError as e: assert str(d/'card.json') in str(e) or str(d) in str(e); return
+        assert all(SIZE_RANGE[0] <= s <= SIZE_RANGE[1] for s in c['size']) and len(c['classes']) == c['n_out'] >= 2
+        assert all(0 < s <= 1 for s in c['std']) and Path(c['_dir'], c['weights']).resolve().is_relative_to(d.resolve())
+    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(st.sampled_from(sorted(good)), values, min_size=1, max_size=3))
+    def fields(change):
+        (d/'card.json').write_text(json.dumps(dict(good, **change))); check()
+    @settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.binary(max_size=200))
+    def raw(b):
+        (d/'card.json').write_bytes(b); check()
+    fields(); raw()
