@@ -283,7 +283,7 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
     else: r = override(recipe, arch=arch) if arch else copy.deepcopy(recipe)
     if pretrained is not None: r.pretrained = pretrained
     if quick: r = r.scaled(quick=True)
-    from .distrib import rank_out, rank_device, distrib_fit
+    from covidxr.distrib import rank_out, rank_device, distrib_fit
     out = rank_out(out) if distributed else Path(out); sfile = out/'state.json'
     with run_lock(out):   # one writer per run folder: a second train into `out` is refused, naming the holder
         state = load_json(sfile) if sfile.exists() else None
