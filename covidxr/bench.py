@@ -17,7 +17,7 @@ from .models import create_cxr_model, n_params
 from .learn import cxr_learner
 
 # %% auto #0
-__all__ = ['BENCH_CONFIGS', 'cpu_model', 'hardware_info', 'make_bench_images', 'plain_fastai_dls', 'covidxr_dls',
+__all__ = ['BENCH_CONFIGS', 'cpu_model', 'hardware_info', 'make_bench_images', 'plain_fastai_dls', 'covidxr_dls', 'cpu_seconds',
            'time_data_pass', 'TrainTimer', 'train_epochs', 'bench_inference', 'run_bench', 'bench_table']
 
 # %% ../nbs/30_bench.ipynb #f12be9c7
@@ -106,15 +106,21 @@ def covidxr_dls(df:pd.DataFrame, # table with `path`, `label`, `split`
 def _sync(device):
     if torch.device(device).type == 'cuda': torch.cuda.synchronize()
 
+def cpu_seconds()->float:
+    "CPU time (user + system) of this process and its finished children (DataLoader workers)"
+    import resource
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
 def time_data_pass(dl, # a fastai `DataLoader`
                    passes:int=1 # full passes over it
                   )->dict:
-    "Iterate `dl` `passes` times without a model: images, seconds, img/s"
-    n, t0 = 0, time.perf_counter()
+    "Iterate `dl` `passes` times without a model: images, seconds, img/s and CPU seconds"
+    n, t0, c0 = 0, time.perf_counter(), cpu_seconds()
     for _ in range(passes):
         for b in dl: n += find_bs(b)
     _sync(dl.device); dt = time.perf_counter() - t0
-    return dict(images=n, seconds=dt, img_s=n/dt)
+    return dict(images=n, seconds=dt, img_s=n/dt, cpu_seconds=cpu_seconds() - c0)
 
 class TrainTimer(Callback):
     "Wall time and images of the training phases (validation excluded)"
@@ -137,7 +143,7 @@ def train_epochs(dls, # DataLoaders of either pipeline
                  arch:str='resnet18', # a torchvision ResNet name (the same network for both learners)
                  pipeline:str='covidxr', # 'covidxr' (`cxr_learner`, channels_last, AMP on CUDA) or 'fastai' (`vision_learner`, fp32)
                  epochs:int=1, lr:float=1e-3)->dict:
-    "Fit `epochs` epochs; images, seconds and img/s of the training phases, plus the whole `fit` wall time"
+    "Fit `epochs` epochs; images, seconds and img/s of the training phases, the whole `fit`'s wall and CPU seconds"
     if pipeline == 'fastai':
         import torchvision
         learn = vision_learner(dls, getattr(torchvision.models, arch), pretrained=False, metrics=accuracy)
@@ -146,23 +152,23 @@ def train_epochs(dls, # DataLoaders of either pipeline
                             metrics=[accuracy])
     else: raise ValueError(f"pipeline must be 'covidxr' or 'fastai', not {pipeline!r}")
     tt = TrainTimer()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     with learn.no_bar(), learn.no_logging(): learn.fit(epochs, lr, cbs=[tt])
     wall = time.perf_counter() - t0
-    return dict(tt.result, fit_seconds=wall, params=n_params(learn.model),
+    return dict(tt.result, fit_seconds=wall, cpu_seconds=cpu_seconds() - c0, params=n_params(learn.model),
                 precision=getattr(learn, 'cxr', {}).get('precision', 'fp32'), channels_last=pipeline == 'covidxr')
 
 # %% ../nbs/30_bench.ipynb #01ac11d4
 def _timed(fn, n_items:int, min_seconds:float=1., max_reps:int=50)->dict:
-    "Run `fn` once to warm up, then until `min_seconds` have passed (at least once): images, seconds, img/s, ms/img"
+    "Run `fn` once to warm up, then until `min_seconds` have passed (at least once): images, seconds, img/s, ms/img, CPU ms/img"
     fn()
-    reps, t0 = 0, time.perf_counter()
+    reps, t0, c0 = 0, time.perf_counter(), cpu_seconds()
     while True:
         fn(); reps += 1
         dt = time.perf_counter() - t0
         if dt >= min_seconds or reps >= max_reps: break
     n = n_items*reps
-    return dict(images=n, seconds=dt, img_s=n/dt, ms_img=1000*dt/n)
+    return dict(images=n, seconds=dt, img_s=n/dt, ms_img=1000*dt/n, cpu_ms_img=1000*(cpu_seconds() - c0)/n)
 
 def _onnx_session(model, size, folder):
     import onnxruntime as ort
@@ -182,7 +188,7 @@ def bench_inference(arch:str='resnet50', size:int=224, batch_sizes=(1, 32), devi
     rows = []
     def row(target, variant, bs, res=None, skipped=None):
         rows.append(dict(section='inference', source='random tensors', pipeline=variant, target=target,
-                         setting=f'{arch}@{size} bs{bs}', **(res or dict(images=0, seconds=None, img_s=None, ms_img=None)),
+                         setting=f'{arch}@{size} bs{bs}', **(res or dict(images=0, seconds=None, img_s=None, ms_img=None, cpu_ms_img=None)),
                          note=skipped or ''))
     with tempfile.TemporaryDirectory() as d:
         try: sess, err = _onnx_session(m, size, d), None
@@ -244,7 +250,9 @@ def run_bench(out:str|Path|None=None, # folder for bench.json (None: do not writ
     def add(section, source, pipeline, setting, res, note=''):
         rows.append(dict(section=section, source=source, pipeline=pipeline, target=dev.type, setting=setting,
                          images=res['images'], seconds=res['seconds'], img_s=res['img_s'],
-                         ms_img=1000*res['seconds']/res['images'] if res['images'] else None, note=note))
+                         ms_img=1000*res['seconds']/res['images'] if res['images'] else None,
+                         cpu_ms_img=1000*res['cpu_seconds']/res['images'] if res.get('cpu_seconds') is not None and res['images'] else None,
+                         note=note))
     with tempfile.TemporaryDirectory(prefix='covidxr-bench-') as tmp:
         for px in cfg['sources']:
             t0 = time.perf_counter()
@@ -252,9 +260,9 @@ def run_bench(out:str|Path|None=None, # folder for bench.json (None: do not writ
             gen = time.perf_counter() - t0
             s = f'{px}² PNG'
             cache = ImageCache(Path(tmp)/'cache', size=cfg['data_size'])
-            t0 = time.perf_counter(); cache.build(d['path'], progress=False); cache_build[px] = time.perf_counter() - t0
+            t0, c0 = time.perf_counter(), cpu_seconds(); cache.build(d['path'], progress=False); cache_build[px] = time.perf_counter() - t0
             add('cache build (once)', s, 'covidxr', f"shorter side {cache.size}",
-                dict(images=len(d), seconds=cache_build[px], img_s=len(d)/cache_build[px]))
+                dict(images=len(d), seconds=cache_build[px], img_s=len(d)/cache_build[px], cpu_seconds=cpu_seconds() - c0))
             vocab = None
             for name, mk in (('plain fastai', plain_fastai_dls), ('covidxr', covidxr_dls)):
                 kw = dict(cache=cache) if name == 'covidxr' else {}
@@ -268,9 +276,11 @@ def run_bench(out:str|Path|None=None, # folder for bench.json (None: do not writ
                 res = train_epochs(dls, cfg['train_arch'], 'fastai' if name == 'plain fastai' else 'covidxr', cfg['epochs'])
                 add('train epoch', s, name, f"{cfg['train_arch']}@{cfg['train_size']} bs{cfg['bs']} {cfg['epochs']} ep "
                     f"{res['precision']}{' channels_last' if res['channels_last'] else ''}", res)
-            def _get(sec, pipe): return next(r['img_s'] for r in rows if r['section'] == sec and r['source'] == s and r['pipeline'] == pipe)
+            def _get(sec, pipe, k='img_s'): return next(r[k] for r in rows if r['section'] == sec and r['source'] == s and r['pipeline'] == pipe)
             ratios[px] = dict(data_pass=_ratio(_get('data pass', 'covidxr'), _get('data pass', 'plain fastai')),
                               train_epoch=_ratio(_get('train epoch', 'covidxr'), _get('train epoch', 'plain fastai')),
+                              data_pass_cpu=_ratio(_get('data pass', 'plain fastai', 'cpu_ms_img'), _get('data pass', 'covidxr', 'cpu_ms_img')),
+                              train_epoch_cpu=_ratio(_get('train epoch', 'plain fastai', 'cpu_ms_img'), _get('train epoch', 'covidxr', 'cpu_ms_img')),
                               image_generation_seconds=gen)
     for arch, size in cfg['infer']:
         rows += bench_inference(arch, size, device=dev, min_seconds=cfg['min_seconds'])
@@ -289,10 +299,11 @@ def bench_table(res:dict # what `run_bench` returned (or bench.json, loaded)
                )->str:
     "The benchmark as a Markdown table, with the hardware, load and ratios"
     t = pd.DataFrame(res['rows'])
-    t = t[['section', 'source', 'pipeline', 'target', 'setting', 'images', 'seconds', 'img_s', 'ms_img', 'note']]
+    if 'cpu_ms_img' not in t: t['cpu_ms_img'] = None
+    t = t[['section', 'source', 'pipeline', 'target', 'setting', 'images', 'seconds', 'img_s', 'ms_img', 'cpu_ms_img', 'note']]
     fmt = lambda v: '' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.2f}' if isinstance(v, float) else str(v)
-    head = '| ' + ' | '.join(['what', 'images from', 'pipeline', 'on', 'setting', 'images', 's', 'img/s', 'ms/img', 'note']) + ' |'
-    lines = [head, '|' + '---|'*10] + ['| ' + ' | '.join(fmt(v) for v in r) + ' |' for r in t.itertuples(index=False)]
+    head = '| ' + ' | '.join(['what', 'images from', 'pipeline', 'on', 'setting', 'images', 's', 'img/s', 'ms/img', 'CPU ms/img', 'note']) + ' |'
+    lines = [head, '|' + '---|'*11] + ['| ' + ' | '.join(fmt(v) for v in r) + ' |' for r in t.itertuples(index=False)]
     h = res['hardware']
     gpu = h['gpu']['name'] if h.get('gpu') else 'no GPU'
     lines += ['', f"Hardware: {h['cpu']}, {h['cores']} cores ({h['usable_cores']} usable), {h['torch_threads']} torch threads, "
@@ -301,5 +312,6 @@ def bench_table(res:dict # what `run_bench` returned (or bench.json, loaded)
               f"after {'/'.join(f'{x:.2f}' for x in res['load_after'])}. {res['date']}, {res['seconds']:.0f} s."]
     for px, r in res['ratios'].items():
         f = lambda v: 'n/a' if v is None else f'{v:.2f}×'
-        lines.append(f"covidxr ÷ plain fastai from {px}² PNGs: data pass {f(r['data_pass'])}, training epoch {f(r['train_epoch'])}")
+        lines.append(f"covidxr ÷ plain fastai from {px}² PNGs: data pass {f(r['data_pass'])}, training epoch {f(r['train_epoch'])} "
+                     f"(images per CPU second: data pass {f(r.get('data_pass_cpu'))}, training {f(r.get('train_epoch_cpu'))})")
     return '\n'.join(lines)

@@ -12,6 +12,8 @@ def test_quick_bench_writes_json(tmp_path):
     j = json.loads((tmp_path/'bench.json').read_text())
     for k in ('data_pass_ratio', 'train_epoch_ratio'):
         assert isinstance(j[k], float) and math.isfinite(j[k]) and j[k] > 0, (k, j[k])
+    for k in ('data_pass_cpu', 'train_epoch_cpu'):   # images per CPU second, covidxr over plain fastai
+        v = j['ratios']['1024'][k]; assert math.isfinite(v) and v > 0, (k, v)
     h = j['hardware']
     assert h['cores'] >= 1 and h['torch_threads'] >= 1 and h['cpu'] and 'gpu' in h
     assert len(j['load_before']) == len(j['load_after']) == 3
