@@ -32,6 +32,7 @@ def _recall_of(i:int, name:str):
     f.__name__ = f'recall_{name}'
     return f
 
+# %% ../nbs/03_learn.ipynb #f35006e7
 def cxr_metrics(vocab:list # class names, in the learner's order
                )->list:
     "fastai metrics: accuracy, macro F1 and the recall of each class"
@@ -45,6 +46,7 @@ def dls_stats(dls)->tuple|None:
         if isinstance(t, Normalize): return (t.mean.flatten().tolist(), t.std.flatten().tolist())
     return None
 
+# %% ../nbs/03_learn.ipynb #6ee81ca0
 def set_dls_stats(dls, mean, std):
     "Make every `Normalize` transform of `dls` use `mean`/`std` (adds one if there is none)"
     found = False
@@ -57,6 +59,7 @@ def set_dls_stats(dls, mean, std):
     if not found: dls.add_tfms([Normalize.from_stats(mean, std)], 'after_batch')
     return dls
 
+# %% ../nbs/03_learn.ipynb #78e373dd
 def class_weights_for(labels, # training labels
                       vocab:list, # class order
                       weights='balanced' # 'balanced', a list (one per class) or a dict class -> weight
@@ -73,6 +76,7 @@ def class_weights_for(labels, # training labels
     if len(weights) != len(vocab): raise ValueError(f"{len(weights)} class weights for {len(vocab)} classes {vocab}")
     return torch.tensor([float(w) for w in weights], dtype=torch.float32)
 
+# %% ../nbs/03_learn.ipynb #72d5ee5d
 def _train_labels(dls): return [dls.vocab[int(y)] for _, y in dls.train_ds]
 
 def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
@@ -125,12 +129,14 @@ class MultiStepLR(Callback):
         f = self.gamma ** sum(e >= m for m in self.milestones)
         for h, b in zip(self.opt.hypers, self.base): h['lr'] = b*f
 
+# %% ../nbs/03_learn.ipynb #532de279
 def epoch_values(learn)->dict:
     "The values fastai's `Recorder` logged for the epoch just ended (losses and metrics, without epoch/time), None as NaN"
     rec = learn.recorder
     names = rec.metric_names[1:-1] if rec.add_time else rec.metric_names[1:]
     return {k: float(v) if v is not None else np.nan for k, v in zip(names, learn.final_record)}
 
+# %% ../nbs/03_learn.ipynb #20e81707
 class StageLogger(Callback):
     "Append one row per epoch to `history.csv`, with what the learner actually did"
     order = Recorder.order + 1
@@ -147,6 +153,7 @@ class StageLogger(Callback):
         new = pd.DataFrame([row]) if old is None else pd.concat([old, pd.DataFrame([row])], ignore_index=True)
         atomic_write(self.fname, new.to_csv(index=False))
 
+# %% ../nbs/03_learn.ipynb #15028f88
 def scheduled_peak_lrs(learn)->list:
     "Peak LR of each parameter group in the current fit: from the learner's `ParamScheduler` (one-cycle), else its optimizer"
     n = len(learn.opt.param_lists)
@@ -156,11 +163,13 @@ def scheduled_peak_lrs(learn)->list:
             return v.max(0).tolist()
     return [float(h['lr']) for h in learn.opt.hypers]
 
+# %% ../nbs/03_learn.ipynb #b94b5cc4
 def trainable_groups(learn)->int:
     "How many parameter groups of `learn` have trainable non-BatchNorm weights (read from `requires_grad`)"
     bns = {id(p) for m in learn.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
     return sum(any(p.requires_grad for p in g if id(p) not in bns) for g in learn.opt.param_lists)
 
+# %% ../nbs/03_learn.ipynb #7ba07b24
 def save_weights(model, path)->Path:
     "The model's state dict as safetensors, written atomically"
     from safetensors.torch import save
@@ -168,6 +177,7 @@ def save_weights(model, path)->Path:
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return atomic_write(path, save(sd))
 
+# %% ../nbs/03_learn.ipynb #75dd2717
 class BestKeeper(Callback):
     "Keep the best weights of the whole run (by `monitor`) in `fname`, and remember where they came from"
     order = Recorder.order + 2
@@ -189,6 +199,7 @@ def data_fingerprint(df:pd.DataFrame)->str:
     s = df[cols].astype(str).sort_values(cols).to_csv(index=False)
     return hashlib.sha256(s.encode()).hexdigest()[:16]
 
+# %% ../nbs/03_learn.ipynb #dfd68fdc
 def _opt_func(r:Recipe):
     if r.opt == 'adam': return partial(Adam, mom=r.mom, sqr_mom=r.sqr_mom, eps=r.eps)
     if r.opt == 'radam': return partial(RAdam, mom=r.mom, sqr_mom=r.sqr_mom, eps=r.eps)
@@ -259,6 +270,7 @@ def _card(learn, r:Recipe, state:dict, df, stats)->dict:
                       lib=learn.cxr['lib'], pretrained=learn.cxr['pretrained'], recipe=r.name, best=b,
                       data_fingerprint=data_fingerprint(df), data_root=str(df.attrs.get('root', '')))
 
+# %% ../nbs/03_learn.ipynb #d5a02666
 def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
                  data='cxr-mini', # a DataFrame (covidxr.data contract) or a dataset name/path for `read_dataset`
                  out:str|Path='models/run', # the run folder
