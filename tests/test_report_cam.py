@@ -80,7 +80,8 @@ def _preds(seed=0, n=60):
 
 def test_report_one_ece_and_one_header_row(tmp_path):
     "The reliability plot's ECE is the table's, and every HTML table has a single header row"
-    from covidxr.report import report_from_preds, plot_reliability
+    from covidxr.report import report_from_preds
+    from covidxr.plots import plot_reliability
     from covidxr.metrics import ECE_BINS
     p = _preds()
     res = report_from_preds(p, tmp_path/'r', n_boot=20)
