@@ -151,3 +151,23 @@ def test_evaluate_best_needs_a_valid_split(four, tmp_path):
     r = get_recipe('seed002', arch='cxr_cnn', valid_pct=0.0).scaled(quick=True)
     with pytest.raises(ValueError, match="evaluate='final'"):
         train_recipe(r, four[four.split != 'valid'], tmp_path/'run', show=False)
+
+def test_seed003_on_a_folder_dataset_with_tuberculosis(mini, tmp_path):
+    """Seed 003's 4-class task with tuberculosis, read from a class-folder layout (as the Kaggle sets ship); the images are
+    real cxr-mini X-rays copied under four class folders (a pipeline check, not a TB model)"""
+    import shutil
+    from covidxr.data import read_dataset
+    from covidxr.learn import train_recipe
+    src = read_dataset(mini)
+    root = tmp_path/'cxr4'
+    paths = list(src.sample(40, random_state=0).path)
+    for i, cls in enumerate(['COVID-19', 'normal', 'pneumonia', 'Tuberculosis']):
+        (root/cls).mkdir(parents=True)
+        for j, p in enumerate(paths[10*i:10*i + 10]): shutil.copy(p, root/cls/f'{cls}_{j}{os.path.splitext(p)[1]}')
+    df = read_dataset(root)
+    assert sorted(df.label.unique()) == ['COVID-19', 'Tuberculosis', 'normal', 'pneumonia']
+    r = get_recipe('seed003', pretrained=False)   # 10% test, 20% of the rest as validation
+    learn = train_recipe(r.scaled(size=32/224, max_epochs=1), df, tmp_path/'run', show=False, device='cpu', max_per_class=2)
+    card = load_json(tmp_path/'run'/'card.json')
+    assert card['classes'] == ['COVID-19', 'Tuberculosis', 'normal', 'pneumonia'] and card['head'] == 'seed003'
+    assert learn.model[1][-1].out_features == 4
