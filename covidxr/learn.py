@@ -201,9 +201,9 @@ def data_fingerprint(df:pd.DataFrame)->str:
 
 # %% ../nbs/03_learn.ipynb #dfd68fdc
 def _opt_func(r:Recipe):
-    if r.opt == 'adam': return partial(Adam, mom=r.mom, sqr_mom=r.sqr_mom, eps=r.eps)
-    if r.opt == 'radam': return partial(RAdam, mom=r.mom, sqr_mom=r.sqr_mom, eps=r.eps)
-    if r.opt == 'sgd': return partial(SGD, mom=r.mom)
+    if r.opt == 'adam': return partial(Adam, mom=r.mom, sqr_mom=r.sqr_mom, eps=r.eps, decouple_wd=r.decouple_wd)
+    if r.opt == 'radam': return partial(RAdam, mom=r.mom, sqr_mom=r.sqr_mom, eps=r.eps, decouple_wd=r.decouple_wd)
+    if r.opt == 'sgd': return partial(SGD, mom=r.mom, decouple_wd=r.decouple_wd)
     raise ValueError(f"Unknown optimizer {r.opt!r}: use 'adam', 'radam' or 'sgd'")
 
 def _prepare_df(data, r:Recipe, max_per_class:int|None=None)->pd.DataFrame:

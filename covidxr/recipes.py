@@ -55,6 +55,7 @@ class Recipe:
     resize:str='squish'
     opt:str='adam' # 'adam' (fastai Adam, decoupled weight decay), 'radam' or 'sgd'
     wd:float=0.01
+    decouple_wd:bool=True # True: AdamW-style decoupled weight decay (fastai); False: L2 added to the gradient (PyTorch's Adam/RAdam)
     mom:float=0.9
     sqr_mom:float=0.99
     eps:float=1e-5
@@ -189,7 +190,7 @@ def _seed002(arch='resnet18'):
         Step('whole', n, 1e-4, schedule='multistep', milestones=list(ms), gamma=0.1)])],
         head='seed002' if arch == 'cxr_cnn' else 'torchvision', aug='seed002', train_copies=2,
         pretrained=arch != 'cxr_cnn', imagenet_weights=None if arch == 'cxr_cnn' else 'IMAGENET1K_V1',
-        wd=0.0, sqr_mom=0.999, eps=1e-8, monitor='accuracy', evaluate='best', valid_pct=0.1, test_pct=0.2,
+        wd=0.0, decouple_wd=False, sqr_mom=0.999, eps=1e-8, monitor='accuracy', evaluate='best', valid_pct=0.1, test_pct=0.2,
         source='seed 002: Khushu, Kapoor & Chauhan (GaTech), sections 2-4, Tables 1-5; no code was published',
         notes=' | '.join([
             "[paper] COVID-19 Radiography Database, 4 classes; 80/20 train/test, then 90/10 train/valid; Adam at 1e-4, "
@@ -227,13 +228,13 @@ def _seed003(arch='efficientnetv2_s'):
 def _seed000(arch='efficientnet_b7'):
     return Recipe('seed000', arch, [Stage('train', 256, [
         Step('whole', 30, 1e-4, schedule='plateau', factor=0.7, patience=5, min_lr=1e-7)])],
-        head='seed000', bs=8, opt='radam', wd=1e-3, sqr_mom=0.999, eps=1e-8, monitor='accuracy', evaluate='best',
+        head='seed000', bs=8, opt='radam', wd=1e-3, decouple_wd=False, sqr_mom=0.999, eps=1e-8, monitor='accuracy', evaluate='best',
         aug='seed000', stats='none',
         source='seed 000: Huang, COVID-Efficientnet (2020 blog post); every number from its repository '
                'github.com/weichen-huang/COVID-Efficientnet-Pytorch (config.py, train.py, data/transforms.py, model/)',
         notes=' | '.join([
             "[paper] EfficientNet-B7, COVID-19 x-ray set + RSNA pneumonia set, 96% accuracy; no training details",
-            "[code] 256x256, batch 8, RAdam lr 1e-4 weight decay 1e-3, ReduceLROnPlateau(mode max, factor .7, patience "
+            "[code] 256x256, batch 8, RAdam lr 1e-4 weight decay 1e-3 (L2, added to the gradient: decouple_wd=False), ReduceLROnPlateau(mode max, factor .7, patience "
             "5, min 1e-7) on accuracy, best checkpoint by accuracy; ToTensor without normalisation (stats='none'); "
             "flips p .5, RandomAffine(20 deg, translate .15, scale .8-1.2, shear 5) at p .5, ColorJitter(.3, .3) at p .5",
             "[code] EfficientNet-B7's ImageNet classifier (dropout .5 -> fc 2560->1000) kept as the output layer; the "
@@ -241,8 +242,8 @@ def _seed000(arch='efficientnet_b7'):
             "the test folder",
             "[ours] 30 epochs, not 300 (cost), validation once per epoch, on a validation split carved from training "
             "(never test); a Linear(1000 -> classes) under the kept classifier (head 'seed000'); timm's "
-            "tf_efficientnet_b7 weights for the repository's own port; fastai RAdam with decoupled weight decay "
-            "(the repository's RAdam adds it to the gradient); shear is left out of the augmentation (aug 'seed000')"]))
+            "tf_efficientnet_b7 weights for the repository's own port; no drop-connect (the repository's B7 uses 0.2); "
+            "shear is left out of the augmentation (aug 'seed000')"]))
 
 # %% ../nbs/03a_recipes.ipynb #b1737491
 RECIPES = dict(covid_resnet=_covid_resnet, seed001=_seed001, seed002=_seed002, seed003=_seed003, seed000=_seed000)

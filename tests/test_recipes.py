@@ -45,6 +45,10 @@ def test_recipe_details():
     assert (s2.train_copies, s2.valid_pct, s2.test_pct, s2.monitor, s2.head, s2.wd) == (2, 0.1, 0.2, 'accuracy', 'torchvision', 0.0)
     assert (s3.imagenet_weights, s3.aug, s3.head, s3.test_pct) == ('in1k', 'none', 'seed003', 0.1)
     assert (s0.stats, s0.aug, s0.head, s0.opt, s0.wd, s0.class_weights) == ('none', 'seed000', 'seed000', 'radam', 1e-3, None)
+    from covidxr.learn import _opt_func
+    names = lambda r: [getattr(c, '__name__', '') for c in _opt_func(r)([torch.nn.Parameter(torch.zeros(1))], lr=1e-4).cbs]
+    assert 'l2_reg' in names(s0) and 'weight_decay' not in names(s0)      # the repository's RAdam: L2 in the gradient
+    assert 'weight_decay' in names(c) and c.decouple_wd                    # fastai v1's true_wd (AdamW)
     t = s0.stages[0].steps[0]
     assert (t.schedule, t.factor, t.patience, t.min_lr) == ('plateau', 0.7, 5, 1e-7)
     assert [(a, get_recipe('seed002', arch=a).stages[0].steps[0].milestones) for a in SEED002_TABLE3] == \
