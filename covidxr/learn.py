@@ -85,6 +85,7 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
                 weights:str|Path|None=None, # explicit ImageNet weights file for the body
                 head:str|None=None, # a `covidxr.models.HEADS` name; None: the architecture's default
                 weights_tag:str|None=None, # ImageNet weights version ('IMAGENET1K_V1', timm 'in1k'); None: the registry's
+                drop_path:float=0., # timm models: stochastic depth rate
                 metrics:list|None=None, # default: `cxr_metrics(dls.vocab)`
                 class_weights=None, # None, 'balanced', a list or dict of per-class loss weights
                 mixed_precision:bool|str=False, # True/'fp16' or 'bf16': mixed precision on CUDA (skipped on CPU)
@@ -98,7 +99,7 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
     spec = get_arch(arch)
     vocab = list(dls.vocab)
     if weights is not None: pretrained = True
-    model = create_cxr_model(spec, len(vocab), pretrained=pretrained, weights=weights, head=head, weights_tag=weights_tag)
+    model = create_cxr_model(spec, len(vocab), pretrained=pretrained, weights=weights, head=head, weights_tag=weights_tag, drop_path=drop_path)
     if pretrained: set_dls_stats(dls, spec.mean, spec.std)
     cw = None if class_weights is None else class_weights_for(_train_labels(dls), vocab, class_weights)
     loss = CrossEntropyLossFlat(weight=None if cw is None else cw.to(dls.device))
@@ -338,7 +339,7 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
                           num_workers=num_workers, cache=cache, device=dev)
             if learn is None:
                 learn = cxr_learner(dls, r.arch, pretrained=r.pretrained and not state['done'], weights=weights if not state['done'] else None,
-                                    head=r.head, weights_tag=r.imagenet_weights, class_weights=r.class_weights, mixed_precision=r.mixed_precision if dev.type == 'cuda' else False,
+                                    head=r.head, weights_tag=r.imagenet_weights, drop_path=r.drop_path, class_weights=r.class_weights, mixed_precision=r.mixed_precision if dev.type == 'cuda' else False,
                                     channels_last=r.channels_last, path=out, opt_func=_opt_func(r), wd=r.wd)
                 learn.cxr['pretrained'] = r.pretrained
                 input_stats(dls, r, state)

@@ -133,15 +133,17 @@ def arch_weights(spec:ArchSpec, weights=None, tag:str|None=None)->Path|None:
         if p.exists(): return p
         raise MissingWeightsError(f"{e} The 2020 file {old!r} (the same ImageNet weights, {tag}) in that folder works too.") from None
 
-def _base_model(spec:ArchSpec, pretrained:bool, weights, tag:str|None=None, keep_classifier:bool=False):
+def _base_model(spec:ArchSpec, pretrained:bool, weights, tag:str|None=None, keep_classifier:bool=False, drop_path:float=0.):
     "The library model with random or ImageNet weights (through `resolve_weights` only)"
     path = arch_weights(spec, weights, tag) if pretrained else None
     download = pretrained and path is None   # the resolver said: online, let the library download into its cache
     if spec.lib == 'torchvision':
+        if drop_path: raise ValueError(f"drop_path={drop_path} needs a timm model, not {spec.name!r}")
         base = torchvision.models.get_model(spec.model, weights=(tag or 'DEFAULT') if download else None)
     else:
         import timm
-        base = timm.create_model(weights_model(spec, tag), pretrained=download, **({} if keep_classifier else dict(num_classes=0)))
+        base = timm.create_model(weights_model(spec, tag), pretrained=download, drop_path_rate=drop_path,
+                                 **({} if keep_classifier else dict(num_classes=0)))
     if path is not None: _load_pretrained(base, spec, path)
     return base
 
@@ -173,7 +175,8 @@ def create_cxr_model(arch:str|ArchSpec, # a registry name (see `ARCHS`)
                      pretrained:bool=False, # start from ImageNet weights (through `resolve_weights`)
                      weights:str|Path|None=None, # explicit ImageNet weights file for the body; implies `pretrained`
                      head:str|None=None, # a `HEADS` name; None: the architecture's default
-                     weights_tag:str|None=None # ImageNet weights version: torchvision 'IMAGENET1K_V1', timm tag 'in1k'; None: the registry's
+                     weights_tag:str|None=None, # ImageNet weights version: torchvision 'IMAGENET1K_V1', timm tag 'in1k'; None: the registry's
+                     drop_path:float=0. # timm models: stochastic depth (drop-connect) rate of the blocks
                     )->nn.Sequential:
     "`nn.Sequential(body, head)` for `arch`, with random or ImageNet body weights"
     spec = get_arch(arch)
@@ -183,7 +186,7 @@ def create_cxr_model(arch:str|ArchSpec, # a registry name (see `ARCHS`)
         body, nf = cxr_cnn_body(), 256
     else:
         head = head or spec.head
-        base = _base_model(spec, pretrained, weights, weights_tag, keep_classifier=head == 'seed000')
+        base = _base_model(spec, pretrained, weights, weights_tag, keep_classifier=head == 'seed000', drop_path=drop_path)
         if head in ('torchvision', 'seed000'):
             hd = library_head(base, spec, n_out, head)
             if spec.lib == 'timm': base.reset_classifier(0)

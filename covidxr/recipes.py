@@ -50,6 +50,7 @@ class Recipe:
     imagenet_weights:str|None=None # weights version: torchvision 'IMAGENET1K_V1'/'IMAGENET1K_V2', timm tag 'in1k'; None: the registry's
     stats:str='pretrained' # input normalisation: 'pretrained' (the weights' mean/std), 'batch' (one training batch, fastai v1 `normalize()`), 'none'
     evaluate:str='best' # which weights the run keeps: 'best' (by `monitor` on the valid split) or 'final' (after the last epoch)
+    drop_path:float=0. # timm models: stochastic depth (drop-connect) rate (seed 000's B7: 0.2)
     train_copies:int=1 # each training image appears this many times per epoch (seed 002: 2, the original plus an augmented copy)
     aug:str='fastai' # a `covidxr.data.AUG_PRESETS` name
     resize:str='squish'
@@ -228,13 +229,13 @@ def _seed003(arch='efficientnetv2_s'):
 def _seed000(arch='efficientnet_b7'):
     return Recipe('seed000', arch, [Stage('train', 256, [
         Step('whole', 30, 1e-4, schedule='plateau', factor=0.7, patience=5, min_lr=1e-7)])],
-        head='seed000', bs=8, opt='radam', wd=1e-3, decouple_wd=False, sqr_mom=0.999, eps=1e-8, monitor='accuracy', evaluate='best',
+        head='seed000', bs=8, opt='radam', wd=1e-3, decouple_wd=False, drop_path=0.2, sqr_mom=0.999, eps=1e-8, monitor='accuracy', evaluate='best',
         aug='seed000', stats='none',
         source='seed 000: Huang, COVID-Efficientnet (2020 blog post); every number from its repository '
                'github.com/weichen-huang/COVID-Efficientnet-Pytorch (config.py, train.py, data/transforms.py, model/)',
         notes=' | '.join([
             "[paper] EfficientNet-B7, COVID-19 x-ray set + RSNA pneumonia set, 96% accuracy; no training details",
-            "[code] 256x256, batch 8, RAdam lr 1e-4 weight decay 1e-3 (L2, added to the gradient: decouple_wd=False), ReduceLROnPlateau(mode max, factor .7, patience "
+            "[code] 256x256, batch 8, RAdam lr 1e-4 weight decay 1e-3 (L2, added to the gradient: decouple_wd=False), drop-connect 0.2, ReduceLROnPlateau(mode max, factor .7, patience "
             "5, min 1e-7) on accuracy, best checkpoint by accuracy; ToTensor without normalisation (stats='none'); "
             "flips p .5, RandomAffine(20 deg, translate .15, scale .8-1.2, shear 5) at p .5, ColorJitter(.3, .3) at p .5",
             "[code] EfficientNet-B7's ImageNet classifier (dropout .5 -> fc 2560->1000) kept as the output layer; the "
@@ -242,7 +243,7 @@ def _seed000(arch='efficientnet_b7'):
             "the test folder",
             "[ours] 30 epochs, not 300 (cost), validation once per epoch, on a validation split carved from training "
             "(never test); a Linear(1000 -> classes) under the kept classifier (head 'seed000'); timm's "
-            "tf_efficientnet_b7 weights for the repository's own port; no drop-connect (the repository's B7 uses 0.2); "
+            "tf_efficientnet_b7 weights for the repository's own port; "
             "shear is left out of the augmentation (aug 'seed000')"]))
 
 # %% ../nbs/03a_recipes.ipynb #b1737491
