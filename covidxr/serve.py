@@ -196,10 +196,10 @@ def serve_run(run:str|Path, # run folder written by `covidxr train`
              ):
     "Serve the page of `run` on http://host:port"
     app = make_app(run, device=device, max_files=max_files)
-    app.launch(server_name=host, server_port=int(port), prevent_thread_lock=True, quiet=True, show_error=True,
+    app.launch(server_name=host, server_port=int(port), prevent_thread_lock=True, quiet=True, show_error=True, inline=False,
                max_file_size=max_file_size, theme=_theme(), css=CSS, footer_links=[])
-    print(f"Serving {Path(run)} at http://{host}:{port} (device {device}). {RESEARCH_ONLY.split('.')[0]}. "
-          + ("Ctrl+C to stop." if block else ''), flush=True)
+    print(f"Serving {Path(run)} at http://{host}:{port} (device {device}). {RESEARCH_ONLY.split('.')[0]}."
+          + (" Ctrl+C to stop." if block else ''), flush=True)
     if block:
         try:
             while True: time.sleep(3600)
