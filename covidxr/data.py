@@ -4,13 +4,14 @@
 
 # %% ../nbs/01e_data.ipynb #58855a2c
 from __future__ import annotations
-import os, io, random, hashlib, warnings, shutil
+import os, io, random, hashlib, warnings, shutil, math
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from PIL import Image
 from fastcore.parallel import parallel
 from fastai.vision.all import (PILImage, DataBlock, ImageBlock, CategoryBlock, ColReader, IndexSplitter, Resize,
-    ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, Zoom, Brightness, Contrast, AffineCoordTfm, DataLoaders)
+    ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, Zoom, Brightness, Contrast, AffineCoordTfm, DataLoaders,
+    TensorImage, Transform, affine_mat)
 from .core import pick_device, atomic_write
 from .images import *
 from .readers import *
@@ -19,7 +20,8 @@ from .splits import *
 from .readers import _Problems
 
 # %% auto #0
-__all__ = ['AUG_PRESETS', 'RESIZE', 'Translate', 'VFlip', 'default_cache_dir', 'ImageCache', 'PILCXR', 'CXRGetter', 'cxr_dls']
+__all__ = ['AUG_PRESETS', 'RESIZE', 'Translate', 'VFlip', 'RandomAffine', 'default_cache_dir', 'ImageCache', 'CopyPath',
+           'TensorImageCopy', 'PILCXR', 'PILCXRCopy', 'CXRGetter', 'CopyAug', 'cxr_dls']
 
 # %% ../nbs/01e_data.ipynb #9f985423
 def _translate_mat(x, max_pct=0.1):
@@ -46,6 +48,24 @@ class VFlip(AffineCoordTfm):
         from functools import partial
         super().__init__(aff_fs=partial(_vflip_mat, p=p), pad_mode=pad_mode, align_corners=True)
 
+def _random_affine_mat(x, max_deg=20., max_translate=0.15, scale=(0.8, 1.2), max_shear=5., p=0.5):
+    "Per image with probability `p`: rotation, scale, x-shear and translation drawn as torchvision's `RandomAffine`, in one matrix"
+    n = x.size(0); u = lambda lo, hi: x.new_empty(n).uniform_(lo, hi)
+    do = (u(0, 1) < p).float()
+    th, sh = u(-max_deg, max_deg)*do*math.pi/180, u(-max_shear, max_shear)*do*math.pi/180
+    s = 1/(1 + (u(*scale) - 1)*do)   # fastai's matrix maps output to input pixels: 1/scale enlarges by `scale`
+    tx, ty = (u(-2*max_translate, 2*max_translate)*do for _ in range(2))   # normalised coordinates span 2
+    o, z = x.new_ones(n), x.new_zeros(n)
+    return (affine_mat(o, z, tx, z, o, ty) @ affine_mat(th.cos(), th.sin(), z, -th.sin(), th.cos(), z)
+            @ affine_mat(s, z, z, z, s, z) @ affine_mat(o, sh.tan(), z, z, o, z))
+
+class RandomAffine(AffineCoordTfm):
+    "torchvision's `RandomApply([RandomAffine(max_deg, translate, scale, shear)], p)` as one fastai batch transform"
+    def __init__(self, max_deg=20., max_translate=0.15, scale=(0.8, 1.2), max_shear=5., p=0.5, pad_mode=PadMode.Zeros):
+        from functools import partial
+        super().__init__(aff_fs=partial(_random_affine_mat, max_deg=max_deg, max_translate=max_translate, scale=scale,
+                                        max_shear=max_shear, p=p), pad_mode=pad_mode, align_corners=True)
+
 AUG_PRESETS = {
     'none': lambda size=None: [],
     'fastai': lambda size=None: aug_transforms(),
@@ -53,9 +73,9 @@ AUG_PRESETS = {
                                   Flip(p=0.7, pad_mode=PadMode.Zeros), VFlip(p=0.2)],
     'covid_resnet': lambda size=None: aug_transforms(do_flip=True, flip_vert=True, max_rotate=15., max_lighting=0.2,
                                                      max_zoom=1., max_warp=0.),
-    'seed000': lambda size=None: [Flip(p=0.5, pad_mode=PadMode.Zeros), VFlip(p=0.5), Rotate(max_deg=20, p=0.5, pad_mode=PadMode.Zeros),
-                                  Translate(0.15, p=0.5), Zoom(min_zoom=0.8, max_zoom=1.2, p=0.5, pad_mode=PadMode.Zeros),
-                                  Brightness(max_lighting=0.3, p=0.5), Contrast(max_lighting=0.3, p=0.5)],   # seed 000's repository (H4)
+    'seed000': lambda size=None: [Flip(p=0.5, pad_mode=PadMode.Zeros), VFlip(p=0.5),   # seed 000's repository
+                                  RandomAffine(20, 0.15, (0.8, 1.2), 5, p=0.5),
+                                  Brightness(max_lighting=0.3, p=0.5), Contrast(max_lighting=0.3, p=0.5)],
 }
 
 # %% ../nbs/01e_data.ipynb #808f22f4
@@ -129,19 +149,42 @@ class ImageCache:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 # %% ../nbs/01e_data.ipynb #79d7aed5
+class CopyPath(str):
+    "A file path marked as an augmented copy (a row with `aug_copy` set)"
+
+class TensorImageCopy(TensorImage):
+    "An image tensor marked as an augmented copy: `CopyAug` augments these and nothing else"
+
 class PILCXR(PILImage):
     "A fastai `PILImage` decoded by `load_cxr` (DICOM, 16-bit, RGBA -> 8-bit 3-channel gray)"
     @classmethod
     def create(cls, fn, **kwargs):
+        if isinstance(fn, CopyPath): return PILCXRCopy(load_cxr(fn))
         if isinstance(fn, (str, Path)): return cls(load_cxr(fn))
         return super().create(fn, **kwargs)
 
+class PILCXRCopy(PILCXR):
+    "A `PILCXR` of an augmented copy; fastai's transforms keep the type, `ToTensor` makes it a `TensorImageCopy`"
+    _tensor_cls = TensorImageCopy
+
 class CXRGetter:
-    "Item getter: a table row or a path -> the file to decode (its cached copy when a cache is used)"
-    def __init__(self, col='path', cache=None): self.col, self.cache = col, cache
+    "Item getter: a table row or a path -> the file to decode (its cached copy when a cache is used); a `CopyPath` for rows with `copy_col` set"
+    def __init__(self, col='path', cache=None, copy_col='aug_copy'): self.col, self.cache, self.copy_col = col, cache, copy_col
     def __call__(self, o):
-        p = o[self.col] if isinstance(o, (pd.Series, dict)) else o
-        return self.cache.lookup(p) if self.cache is not None else str(p)
+        row = isinstance(o, (pd.Series, dict))
+        p = o[self.col] if row else o
+        f = self.cache.lookup(p) if self.cache is not None else str(p)
+        v = o.get(self.copy_col) if row and self.copy_col else None
+        return CopyPath(f) if v is not None and pd.notna(v) and bool(v) else f
+
+class CopyAug(Transform):
+    "Item transform: the batch augmentation `tfms` applied to the augmented copies (`TensorImageCopy`) of the training set, one image at a time; originals pass unchanged"
+    order, split_idx = 6, 0   # after `ToTensor` (5), training set only
+    def __init__(self, tfms): super().__init__(); self.tfms = list(tfms)
+    def encodes(self, x:TensorImageCopy)->TensorImage:   # a plain `TensorImage` again: batches mix copies and originals
+        b = TensorImage(x[None].float()/255)
+        for t in sorted(self.tfms, key=lambda t: getattr(t, 'order', 0)): b = t(b, split_idx=0)
+        return TensorImage((b[0]*255).round().clamp(0, 255).to(torch.uint8))   # back to 8 bits, as a stored augmented copy
 
 RESIZE = {'squish': ResizeMethod.Squish, 'pad': ResizeMethod.Pad, 'crop': ResizeMethod.Crop}
 
@@ -156,7 +199,8 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
             num_workers:int=0, # DataLoader worker processes
             seed:int=42, # seed of the shuffling/sampling order
             device=None, # torch device (default: `pick_device()`)
-            label_col:str='label', path_col:str='path'
+            label_col:str='label', path_col:str='path',
+            copy_col:str='aug_copy' # rows with this set are augmented copies: then only they are augmented (item-level `CopyAug`)
            )->DataLoaders:
     "fastai DataLoaders for a covidxr table: train = split 'train', valid = 'valid' (else 'test')"
     if 'split' not in df or (df['split'].fillna('') == '').all():
@@ -184,11 +228,12 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
     if resize not in RESIZE: raise ValueError(f"resize must be one of {list(RESIZE)}, not {resize!r}")
     if isinstance(aug, str) and aug not in AUG_PRESETS: raise ValueError(f"unknown augmentation preset {aug!r}; known: {list(AUG_PRESETS)}")
     tfms = AUG_PRESETS[aug](size) if isinstance(aug, str) else list(aug or [])
+    copies = copy_col in d.columns and bool(d[copy_col].fillna(0).astype(bool).any())
+    item_tfms = [Resize(size, method=RESIZE[resize], pad_mode=PadMode.Zeros)] + ([CopyAug(tfms)] if copies else [])
     dblock = DataBlock(blocks=(ImageBlock(cls=PILCXR), CategoryBlock(vocab=vocab, sort=False)),
-                       get_x=CXRGetter(path_col, cache), get_y=ColReader(label_col),
+                       get_x=CXRGetter(path_col, cache, copy_col), get_y=ColReader(label_col),
                        splitter=IndexSplitter(np.flatnonzero(d['split'].values == vname)),
-                       item_tfms=Resize(size, method=RESIZE[resize], pad_mode=PadMode.Zeros),
-                       batch_tfms=[*tfms, Normalize.from_stats(*IMAGENET_STATS)])
+                       item_tfms=item_tfms, batch_tfms=[*([] if copies else tfms), Normalize.from_stats(*IMAGENET_STATS)])
     n_train = int((d['split'] == 'train').sum())
     kw = dict(bs=bs, num_workers=num_workers, device=pick_device(device), drop_last=n_train >= bs)
     from covidxr.learn import class_weights_for   # the one definition of the loss weights (lazy: learn imports data)

@@ -217,9 +217,10 @@ def _prepare_df(data, r:Recipe, max_per_class:int|None=None)->pd.DataFrame:
         df = pd.concat([g.sample(min(len(g), max_per_class), random_state=r.seed)
                         for _, g in df.groupby(['split', 'label'])]).sort_index()
         df.attrs = attrs
-    if r.train_copies > 1:   # seed 002: every training image once more per epoch (the augmentation draws anew)
+    if r.train_copies > 1:   # seed 002: the originals plus augmented copies; only the copies (`aug_copy` 1) are augmented
         attrs = dict(df.attrs)
-        df = pd.concat([df] + [df[df['split'] == 'train']]*(r.train_copies - 1), ignore_index=True)
+        df = pd.concat([df.assign(aug_copy=0)] + [df[df['split'] == 'train'].assign(aug_copy=1)]*(r.train_copies - 1),
+                       ignore_index=True)
         df.attrs = attrs
     return df
 
