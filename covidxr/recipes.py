@@ -208,8 +208,9 @@ def _seed002(arch='resnet18'):
             "[ours] MultiStepLR gamma 0.1 (PyTorch's default; the paper gives none); Adam without weight decay, betas "
             "(0.9, 0.999), eps 1e-8 (PyTorch defaults; the paper names Adam only); ImageNet weights IMAGENET1K_V1 "
             "(what torchvision's pretrained=True loads); ImageNet normalisation",
-            "[ours] both copies of a training image pass through the random augmentation (the paper's first copy is "
-            "the unaugmented original); for the non-augmented runs set aug='none', train_copies=1 (seed002_grid does)"]))
+            "[ours] the augmented copy is drawn anew each epoch (the paper's was presumably made once); the original "
+            "stays unaugmented (rows aug_copy 0; data.CopyAug augments the copies only); for the non-augmented runs "
+            "set aug='none', train_copies=1 (seed002_grid does)"]))
 
 # %% ../nbs/03a_recipes.ipynb #df08731f
 def _seed003(arch='efficientnetv2_s'):
@@ -244,7 +245,8 @@ def _seed000(arch='efficientnet_b7'):
             "[ours] 30 epochs, not 300 (cost), validation once per epoch, on a validation split carved from training "
             "(never test); a Linear(1000 -> classes) under the kept classifier (head 'seed000'); timm's "
             "tf_efficientnet_b7 weights for the repository's own port; "
-            "shear is left out of the augmentation (aug 'seed000')"]))
+            "ColorJitter(.3, .3) as fastai's Brightness/Contrast (.3, each at p .5; logit-space lighting, not "
+            "torchvision's factors); the RandomAffine as one fastai affine matrix (data.RandomAffine)"]))
 
 # %% ../nbs/03a_recipes.ipynb #b1737491
 RECIPES = dict(covid_resnet=_covid_resnet, seed001=_seed001, seed002=_seed002, seed003=_seed003, seed000=_seed000)
