@@ -10,8 +10,8 @@ from typing import Annotated
 from fastcore.script import call_parse, parse_cli, CliError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run', 'epoch_lines',
-           'train', 'evaluate', 'predict', 'export', 'compare', 'demo', 'bench', 'reproduce', 'serve', 'main']
+__all__ = ['COMMANDS', 'one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run', 'train',
+           'evaluate', 'predict', 'export', 'compare', 'demo', 'bench', 'reproduce', 'serve', 'main']
 
 # %% ../nbs/08_cli.ipynb #711d55bc
 def one_line(e:BaseException)->str:
@@ -64,24 +64,6 @@ def check_run(run:str|Path)->Path:
                                         f"train it again or restore the file.")
     return p
 
-# %% ../nbs/08_cli.ipynb #34ac5d60
-def epoch_lines():
-    "A fastai callback that prints one plain line per epoch: what `covidxr train` shows when stdout is not a terminal"
-    import numpy as np
-    from fastai.callback.core import Callback
-    from fastai.learner import Recorder
-    from covidxr.learn import epoch_values
-    class EpochLines(Callback):
-        order = Recorder.order + 2   # after the Recorder has the epoch's values
-        def before_batch(self):
-            if self.training: self.size = tuple(self.xb[0].shape[-2:])
-        def after_epoch(self):
-            vals = ', '.join(f"{k} {v:.4f}" for k, v in epoch_values(self.learn).items() if np.isfinite(v))
-            frozen = not all(p.requires_grad for p in self.learn.model.parameters())
-            print(f"  epoch {self.epoch + 1}/{self.n_epoch}, {self.size[0]} px, {'head only' if frozen else 'whole net'}: {vals}",
-                  flush=True)
-    return EpochLines()
-
 # %% ../nbs/08_cli.ipynb #7708fc39
 def _read_data(data, format, what='--data'):
     from covidxr.data import read_dataset
@@ -90,6 +72,14 @@ def _read_data(data, format, what='--data'):
     if format not in ('auto', 'folder', 'csv', 'covidx'):
         raise CliError(f"Unknown format {format!r} (--format): use auto, folder, csv or covidx.")
     return read_dataset(data, format=format)
+
+def _run_splits(run:Path)->'pd.DataFrame':
+    "The rows a run was trained and validated on, with their split: `RUN/splits.csv`, written by `train_recipe`"
+    import pandas as pd
+    f = Path(run)/'splits.csv'
+    if not f.is_file(): raise CliError(f"{str(run)!r} has no splits.csv (--model): it was trained before runs saved their split; "
+                                       f"pass --data to evaluate on a dataset, or train it again.")
+    return pd.read_csv(f, dtype=str, keep_default_na=False)
 
 def _print_metrics(m:dict, out:Path):
     "The headline numbers with their 95% CIs, and what they rest on"
@@ -129,8 +119,7 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
           debug:bool=False # show the full traceback on errors
          ):
     "Train a recipe on a dataset, save the run folder and evaluate the test split into RUN/report"
-    from covidxr.data import make_splits, sample_per_class
-    from covidxr.learn import get_recipe, train_recipe
+    from covidxr.learn import get_recipe, train_recipe, EpochLines
     from covidxr.report import evaluate_run
     check_recipe(recipe)
     if arch: check_arch(arch)
@@ -156,24 +145,25 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
     if rank == 0 and (run/'state.json').exists() and not (resume or overwrite):
         raise CliError(f"{str(run)!r} already holds a run (--out): add --resume to continue it, --overwrite to start "
                        f"again, or choose another --out.")
-    df = make_splits(_read_data(data, format), valid_pct=rcp.valid_pct, test_pct=rcp.test_pct, seed=seed)   # the split train_recipe makes
-    if max_per_class: df = sample_per_class(df, max_per_class, seed=seed)   # the same subset is trained and evaluated
+    df = _read_data(data, format)   # train_recipe splits it by patient and samples it; RUN/splits.csv says how
     if quick and (scale or max_epochs): raise CliError("--quick already means --scale 0.25 --max-epochs 1: give one or the other.")
     if scale or max_epochs: rcp = rcp.scaled(size=scale, max_epochs=max_epochs)
     t0 = time.time()
     sizes = '/'.join(str(s.size) for s in (rcp.scaled(quick=True) if quick else rcp).stages)
     if rank == 0: print(f"Training {recipe} / {arch} ({'pretrained' if pre else 'from scratch'}, {sizes} px"
-          f"{', quick' if quick else ''}) on {data}: " + ', '.join(f"{k} {v}" for k, v in df.split.value_counts().items()))
+          f"{', quick' if quick else ''}) on {data} ({len(df)} images)")
     bars = sys.stdout.isatty()   # in a log or a pipe: one line per epoch instead of progress bars
     train_recipe(rcp, df, run, pretrained=pre, weights=weights, quick=quick,
                  max_per_class=max_per_class, lr_find=lr_find, cache=cache or None, resume=resume,
-                 overwrite=overwrite, device=device, show=bars, cbs=None if bars or rank else [epoch_lines()],
+                 overwrite=overwrite, device=device, show=bars, cbs=None if bars or rank else [EpochLines()],
                  distributed=distributed)
     if distributed: leave_world()   # the ranks part here: rank 0 alone evaluates and writes the report
     if rank: return dict(run=None, rank=rank)
     t_train = time.time() - t0
     res = dict(run=run, seconds_train=t_train)
-    test = df[df.split == 'test']
+    sp = _run_splits(run)   # the split the run used, not a second one made here
+    print('Split: ' + ', '.join(f"{k} {v}" for k, v in sp.split.value_counts().items()))
+    test = sp[sp.split == 'test']
     if len(test):
         m = evaluate_run(run, test, run/'report', device=device)
         res.update(report=run/'report', metrics=m)
@@ -186,7 +176,7 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
 # %% ../nbs/08_cli.ipynb #9b6a18a7
 @call_parse
 def evaluate(model:str=None, # run folder written by `covidxr train` (card.json + weights.safetensors)
-             data:str='cxr-mini', # dataset name or path
+             data:str=None, # dataset name or path (default: the run's own images and split, RUN/splits.csv)
              format:str='auto', # dataset layout: auto|folder|csv|covidx
              split:str='test', # rows of --data to evaluate: test|valid|train|all (a dataset without splits: all)
              external:str=None, # a second dataset evaluated in full as external validation
@@ -196,19 +186,19 @@ def evaluate(model:str=None, # run folder written by `covidxr train` (card.json 
              device:str=None, # cpu, cuda, mps
              debug:bool=False # show the full traceback on errors
             ):
-    "Evaluate a trained run on a dataset (and an external one) and write the report folder"
+    "Evaluate a trained run on its own test split or on a dataset (and an external one) and write the report folder"
     if model is None: raise CliError("Which model? Pass --model models/RUN (a folder written by `covidxr train`).")
     run = check_run(model)
-    df = _read_data(data, format)
+    df = _read_data(data, format) if data else _run_splits(run)
     sp = df['split'].fillna('').astype(str) if 'split' in df else None
     if split != 'all' and sp is not None and (sp != '').any():
         if split not in ('train', 'valid', 'test'): raise CliError(f"Unknown split {split!r} (--split): use test, valid, train or all.")
         df = df[sp == split]
-        if not len(df): raise CliError(f"{data!r} has no {split!r} rows (--split): use --split all to evaluate every image.")
+        if not len(df): raise CliError(f"{data or str(run/'splits.csv')!r} has no {split!r} rows (--split): use --split all to evaluate every image.")
     ext = _read_data(external, 'auto', '--external') if external else None
-    name = Path(str(data)).name.removesuffix('.csv')
+    name = Path(str(data)).name.removesuffix('.csv') if data else 'splits'
     out = check_out_dir(out or run/f"eval-{name}")
-    print(f"Evaluating {run} on {data} ({len(df)} images{'' if split == 'all' else ', split ' + split})"
+    print(f"Evaluating {run} on {data or 'its own split (splits.csv)'} ({len(df)} images{'' if split == 'all' else ', split ' + split})"
           + (f" and on {external} ({len(ext)} images, external)" if ext is not None else ''))
     from covidxr.report import evaluate_run
     m = evaluate_run(run, df, out, external=ext, tta=tta, bs=bs, device=device)

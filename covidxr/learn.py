@@ -20,9 +20,9 @@ _all_ = ['Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'REC
 
 # %% auto #0
 __all__ = ['cxr_metrics', 'dls_stats', 'set_dls_stats', 'class_weights_for', 'cxr_learner', 'MultiStepLR', 'epoch_values',
-           'StageLogger', 'scheduled_peak_lrs', 'trainable_groups', 'save_weights', 'BestKeeper', 'data_fingerprint',
-           'input_stats', 'train_recipe', 'covid_resnet', 'Step', 'Stage', 'Recipe', 'override', 'scaled',
-           'SEED002_TABLE3', 'RECIPES', 'get_recipe']
+           'StageLogger', 'EpochLines', 'scheduled_peak_lrs', 'trainable_groups', 'save_weights', 'BestKeeper',
+           'data_fingerprint', 'input_stats', 'train_recipe', 'covid_resnet', 'Step', 'Stage', 'Recipe', 'override',
+           'scaled', 'SEED002_TABLE3', 'RECIPES', 'get_recipe']
 
 # %% ../nbs/03_learn.ipynb #a9881926
 def _f1_macro(y_true, y_pred): return f1_score(y_true, y_pred, average='macro', zero_division=0)
@@ -153,6 +153,18 @@ class StageLogger(Callback):
         old = pd.read_csv(self.fname) if self.fname.exists() else None
         new = pd.DataFrame([row]) if old is None else pd.concat([old, pd.DataFrame([row])], ignore_index=True)
         atomic_write(self.fname, new.to_csv(index=False))
+
+# %% ../nbs/03_learn.ipynb #7fd5d685
+class EpochLines(Callback):
+    "Print one plain line per epoch (size, head only or whole net, the logged values): progress for a log or a pipe"
+    order = Recorder.order + 2   # after the Recorder has the epoch's values
+    def before_batch(self):
+        if self.training: self.size = tuple(self.xb[0].shape[-2:])
+    def after_epoch(self):
+        vals = ', '.join(f"{k} {v:.4f}" for k, v in epoch_values(self.learn).items() if np.isfinite(v))
+        frozen = not all(p.requires_grad for p in self.learn.model.parameters())
+        print(f"  epoch {self.epoch + 1}/{self.n_epoch}, {self.size[0]} px, {'head only' if frozen else 'whole net'}: {vals}",
+              flush=True)
 
 # %% ../nbs/03_learn.ipynb #15028f88
 def scheduled_peak_lrs(learn)->list:
@@ -315,6 +327,8 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
         if state is None:
             for f in ('history.csv', 'weights.safetensors', 'card.json'): (out/f).unlink(missing_ok=True)
         df = _prepare_df(data, r, max_per_class)
+        if state is None or not (out/'splits.csv').exists():   # the split and subset this run trains on, read back by `covidxr evaluate`
+            atomic_write(out/'splits.csv', df[[c for c in ('path', 'label', 'patient_id', 'source', 'split') if c in df]].drop_duplicates().to_csv(index=False))
         if r.evaluate not in ('best', 'final'): raise ValueError(f"evaluate={r.evaluate!r}: use 'best' or 'final'")
         if r.evaluate == 'best' and not (df['split'] == 'valid').any():
             raise ValueError(f"recipe {r.name!r} keeps the best epoch on the validation split, but the data has none "

@@ -57,6 +57,25 @@ def test_train_writes_run_folder_and_report(run):
         assert (rep/f).stat().st_size > 0, f
     m = json.loads((rep/'metrics.json').read_text())
     assert m['n_images'] == 18   # 6 test images per class
+    # the run saved the split and subset it trained on; the report covers exactly its test rows
+    sp = pd.read_csv(run/'splits.csv', keep_default_na=False)
+    assert list(sp.columns) == ['path', 'label', 'patient_id', 'source', 'split'] and not sp.path.duplicated().any()
+    assert (sp.groupby(['split', 'label']).size() == 6).all() and set(sp.split) == {'train', 'test'}   # covid_resnet: valid_pct=0
+    assert sorted(pd.read_csv(rep/'preds.csv').path) == sorted(sp[sp.split == 'test'].path)
+
+def test_evaluate_defaults_to_the_runs_own_split(run, tmp_path):
+    sp = pd.read_csv(run/'splits.csv', keep_default_na=False)
+    for split in ('test', 'train'):
+        code, out, err = call('evaluate', '--model', run, '--split', split, '--out', tmp_path/split)
+        assert code == 0, err
+        assert sorted(pd.read_csv(tmp_path/split/'preds.csv').path) == sorted(sp[sp.split == split].path), split
+        assert 'its own split (splits.csv)' in out
+    # the same test rows give the same numbers as the report `train` wrote
+    a = json.loads((tmp_path/'test'/'metrics.json').read_text())['overall']['accuracy']['value']
+    assert a == json.loads((run/'report'/'metrics.json').read_text())['overall']['accuracy']['value']
+    old = tmp_path/'old'; shutil.copytree(run, old, ignore=shutil.ignore_patterns('stages', 'report', 'splits.csv'))
+    code, _, err = call('evaluate', '--model', old)
+    one_line_error(code, err, 'splits.csv', '--data')
 
 def test_rerun_into_same_folder_needs_resume_or_overwrite(run, mini):
     code, out, err = call('train', '--data', mini, '--arch', 'resnet18', '--quick', '--no-pretrained', '--out', run)
@@ -201,6 +220,8 @@ def test_train_cxr_cnn_implies_no_pretrained_and_the_recipes_split(mini, tmp_pat
     r = get_recipe('seed002', arch='cxr_cnn')
     py = _prepare_df(read_dataset(mini), r, max_per_class=3)   # the Python path's split and subset
     assert cfg['data']['fingerprint'] == data_fingerprint(py)
+    sp = pd.read_csv(tmp_path/'run'/'splits.csv', keep_default_na=False)   # what the CLI evaluates: the same rows
+    assert sp.equals(py[list(sp.columns)].drop_duplicates().reset_index(drop=True).astype(str))
     full = _prepare_df(read_dataset(mini), r)   # 90/10 of the training pool (patient-disjoint, stratified)
     n = full[full.split != 'test'].drop_duplicates('path').split.value_counts()
     assert abs(n['valid']/(n['valid'] + n['train']) - 0.1) < 0.03, n
