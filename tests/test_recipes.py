@@ -147,6 +147,10 @@ def test_recipe_read_back_from_a_run(name, four, tmp_path):
         assert all(torch.equal(final[k], kept[k]) for k in final)   # the final weights are the evaluated ones
     else: assert card['best']['monitor'] == r.monitor
     if name == 'seed002': assert cfg['data']['n']['COVID-19']['train'] == 2*3   # originals + one augmented copy each
+    if name == 'seed002':   # only the copies are augmented: an item-level CopyAug, no augmentation among the batch transforms
+        from covidxr.data import CopyAug, VFlip
+        assert [type(t).__name__ for t in learn.dls.train.after_item.fs if isinstance(t, CopyAug)] == ['CopyAug']
+        assert not any(isinstance(t, VFlip) for t in learn.dls.train.after_batch.fs)
     if name == 'seed000': np.testing.assert_allclose(card['mean'], [0, 0, 0]); np.testing.assert_allclose(card['std'], [1, 1, 1])
     if name == 'seed001': assert card['mean'] != [0.485, 0.456, 0.406]   # one training batch's statistics
 
