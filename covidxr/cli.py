@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_cli.ipynb #5bb2d242
 from __future__ import annotations
-import sys, os, argparse, warnings, traceback, time, tempfile
+import sys, argparse, warnings, traceback, time, tempfile
 from pathlib import Path
 from typing import Annotated
 from fastcore.script import call_parse, parse_cli, CliError
@@ -73,8 +73,8 @@ def _read_data(data, format, what='--data'):
         raise CliError(f"Unknown format {format!r} (--format): use auto, folder, csv or covidx.")
     return read_dataset(data, format=format)
 
-def _run_splits(run:Path)->'pd.DataFrame':
-    "The rows a run was trained and validated on, with their split: `RUN/splits.csv`, written by `train_recipe`"
+def _run_splits(run:Path):
+    "The rows a run was trained and validated on, with their split (a DataFrame): `RUN/splits.csv`, written by `train_recipe`"
     import pandas as pd
     f = Path(run)/'splits.csv'
     if not f.is_file(): raise CliError(f"{str(run)!r} has no splits.csv (--model): it was trained before runs saved their split; "

@@ -4,11 +4,10 @@
 
 # %% ../nbs/00_core.ipynb #77b7309b
 from __future__ import annotations
-import os, json, socket, tempfile, threading, platform, hashlib, shutil, secrets, time
+import os, json, socket, tempfile, threading, platform, shutil, secrets, time
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
-from fastcore.basics import patch
 from fastai.torch_core import set_seed
 
 # %% auto #0

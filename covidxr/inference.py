@@ -4,11 +4,11 @@
 
 # %% ../nbs/07_inference.ipynb #0a3159dd
 from __future__ import annotations
-import os, io, math, time, warnings, tempfile, json, hashlib
+import os, math, time, warnings, tempfile, json, hashlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
-from .core import save_json, load_json, atomic_write, lib_versions, load_state_file
+from .core import save_json, load_json, lib_versions, load_state_file
 from .metrics import make_preds
 
 # %% auto #0

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from PIL import Image
 from matplotlib.figure import Figure
-from .metrics import check_preds, preds_arrays, prob_cols
+from .metrics import check_preds, preds_arrays
 
 # %% auto #0
 __all__ = ['open_image', 'to_input', 'get_layer', 'default_cam_layer', 'gradcam', 'cam_overlay', 'cam_gallery', 'write_cams',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_report.ipynb #b9d0ca66
 from __future__ import annotations
-import html, json, re, warnings
+import html, re, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from sklearn import metrics as skm
@@ -15,7 +15,6 @@ from sklearn.preprocessing import StandardScaler
 from .core import atomic_write, save_json, load_json, lib_versions, swap_dir
 from .metrics import *
 from .plots import *
-from .metrics import _fixture_preds
 
 # %% auto #0
 __all__ = ['last_linear', 'get_preds_df', 'get_features', 'source_probe', 'md_table', 'render_md', 'render_html', 'main_table',

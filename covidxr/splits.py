@@ -8,7 +8,7 @@ import os, warnings
 import numpy as np, pandas as pd
 from fastcore.parallel import parallel
 from .images import load_cxr
-from .readers import CXRDataError, _Problems, _norm_split, data_report
+from .readers import CXRDataError, _Problems, _norm_split
 
 # %% auto #0
 __all__ = ['PatientLeakError', 'assert_patient_disjoint', 'make_splits', 'sample_per_class', 'phash_paths', 'find_duplicates',
