@@ -10,7 +10,7 @@ import numpy as np, pandas as pd, torch
 from PIL import Image
 from fastcore.parallel import parallel
 from fastai.vision.all import (PILImage, DataBlock, ImageBlock, CategoryBlock, ColReader, IndexSplitter, Resize,
-    ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, Zoom, Brightness, Contrast, AffineCoordTfm, DataLoaders,
+    ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, Brightness, Contrast, AffineCoordTfm, DataLoaders,
     TensorImage, Transform, affine_mat)
 from .core import pick_device, atomic_write
 from .images import *
