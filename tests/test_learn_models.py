@@ -86,8 +86,22 @@ def test_class_weights_channels_last_and_cpu_mixed_precision(tiny):
                             mixed_precision=True)
     np.testing.assert_allclose(learn.loss_func.func.weight.cpu().numpy(), [1, 2, 3])
     assert any(isinstance(c, ChannelsLast) for c in learn.cbs) and learn.cxr['precision'] == 'fp32'
+    conv = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d))
+    seen = []   # the memory format of the activations the first conv hands on, during training
+    h = conv.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    h.remove()
     assert np.isfinite(learn.recorder.values[-1][0])
+    w4 = [p for p in learn.model.parameters() if p.ndim == 4]
+    assert w4 and all(p.is_contiguous(memory_format=torch.channels_last) for p in w4)   # every conv weight
+    assert seen and all(seen)
+    # without it: the default (contiguous NCHW) weights and activations
+    plain = cxr_learner(dls, 'resnet18', pretrained=False)
+    with plain.no_bar(), plain.no_logging(): plain.fit(1, 1e-3)
+    w4 = [p for p in plain.model.parameters() if p.ndim == 4]
+    assert not any(p.is_contiguous(memory_format=torch.channels_last) for p in w4 if min(p.shape[1:]) > 1)
+    x = dls.one_batch()[0].cpu()
+    assert not plain.model.cpu()[0][0](x).is_contiguous(memory_format=torch.channels_last)
     # 'balanced': n/(k*n_c) from the training labels (2 per class here -> all 1)
     learn = cxr_learner(dls, 'resnet18', pretrained=False, class_weights='balanced')
     np.testing.assert_allclose(learn.loss_func.func.weight.cpu().numpy(), [1, 1, 1])
