@@ -4,14 +4,14 @@
 
 # %% ../nbs/01e_data.ipynb #58855a2c
 from __future__ import annotations
-import os, io, random, hashlib, warnings, shutil, math
+import os, io, random, hashlib, warnings, shutil, math, copy
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from PIL import Image
 from fastcore.parallel import parallel
 from fastai.vision.all import (PILImage, DataBlock, ImageBlock, CategoryBlock, ColReader, IndexSplitter, Resize,
     ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, Brightness, Contrast, AffineCoordTfm, DataLoaders,
-    TensorImage, Transform, affine_mat)
+    TensorImage, Transform, affine_mat, setup_aug_tfms)
 from .core import pick_device, atomic_write
 from .images import *
 from .readers import *
@@ -180,7 +180,8 @@ class CXRGetter:
 class CopyAug(Transform):
     "Item transform: the batch augmentation `tfms` applied to the augmented copies (`TensorImageCopy`) of the training set, one image at a time; originals pass unchanged"
     order, split_idx = 6, 0   # after `ToTensor` (5), training set only
-    def __init__(self, tfms): super().__init__(); self.tfms = list(tfms)
+    def __init__(self, tfms):   # affine (and lighting) transforms composed as `aug_transforms` does: one interpolation per image
+        super().__init__(); self.tfms = setup_aug_tfms(copy.deepcopy(list(tfms)))
     def encodes(self, x:TensorImageCopy)->TensorImage:   # a plain `TensorImage` again: batches mix copies and originals
         b = TensorImage(x[None].float()/255)
         for t in sorted(self.tfms, key=lambda t: getattr(t, 'order', 0)): b = t(b, split_idx=0)
