@@ -67,8 +67,9 @@ def check_run(run:str|Path)->Path:
 # %% ../nbs/08_cli.ipynb #7708fc39
 def _read_data(data, format, what='--data'):
     from covidxr.data import read_dataset
-    from covidxr.core import find_dataset
-    find_dataset(data)   # a missing dataset fails here, with every place looked at
+    from covidxr.core import find_dataset, DatasetNotFoundError
+    try: find_dataset(data)   # a missing dataset fails here, with every place looked at
+    except DatasetNotFoundError as e: raise CliError(f"{what}: {one_line(e)}") from None
     if format not in ('auto', 'folder', 'csv', 'covidx'):
         raise CliError(f"Unknown format {format!r} (--format): use auto, folder, csv or covidx.")
     return read_dataset(data, format=format)

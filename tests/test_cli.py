@@ -142,7 +142,7 @@ def test_missing_pretrained_weights_fail_fast_naming_the_file(mini, tmp_path):
     assert not (tmp_path/'run'/'history.csv').exists()
 
 @pytest.mark.parametrize('args,needles', [
-    (['train', '--data', 'no-such-dataset', '--no-pretrained'], ['no-such-dataset']),
+    (['train', '--data', 'no-such-dataset', '--no-pretrained'], ['--data', 'no-such-dataset', 'Looked in']),
     (['train', '--recipe', 'seed999'], ['Unknown recipe', 'covid_resnet']),
     (['train', '--format', 'xml', '--no-pretrained'], ['Unknown format']),
     (['train', '--quick', '--scale', '0.5', '--no-pretrained'], ['--quick already means --scale 0.25 --max-epochs 1']),
@@ -156,6 +156,8 @@ def test_error_cases_one_line(args, needles, tmp_path):
     one_line_error(code, err, *needles)
 
 def test_errors_against_a_real_run(run, tmp_path):
+    code, _, err = call('evaluate', '--model', run, '--external', tmp_path/'no-such-set')
+    one_line_error(code, err, '--external', 'no-such-set', 'not found')
     code, _, err = call('predict', '--model', run, tmp_path/'nothing-here.png')
     one_line_error(code, err, 'No such file')
     blocker = tmp_path/'a-file'; blocker.write_text('x')   # a folder that cannot be created, even by root
