@@ -5,10 +5,10 @@
 # %% ../nbs/01c_covidx.ipynb #58c34812
 from __future__ import annotations
 from pathlib import Path
-import pandas as pd
+import numpy as np, pandas as pd
 from .core import find_dataset
-from .readers import (COLS, CXRDataError, _Problems, _check_into, _check_labels, _finish, _prefix,
-    read_folder, read_csv_dataset)
+from .readers import (COLS, CXRDataError, _Problems, _check_into, _check_labels, _finish, _prefix, _inside,
+    read_folder, read_csv_dataset, rare_labels, label_counts)
 
 # %% auto #0
 __all__ = ['COVIDX_LABELS', 'COVIDX_FILES', 'SOURCE_FIXES', 'is_covidx_folder', 'parse_covidx_line', 'read_covidx',
@@ -89,6 +89,7 @@ def read_covidx(root:str|Path, # folder with the label files (and by default the
                 probs.add(fn, f'source {src!r} read as {SOURCE_FIXES[src.lower()]!r}', row=f'{f.name}:{n}', action='normalised')
                 src = SOURCE_FIXES[src.lower()]
             p = next((d/fn for d in dirs if (d/fn).exists()), dirs[0]/fn)
+            if not _inside(p, root): probs.add(fn, f"path leaves the dataset root {root} (read anyway; check the label file)", row=f'{f.name}:{n}', action='warning')
             src = src or source
             rows.append(dict(path=str(p.absolute()), label=lab, patient_id=_prefix(pid, src) if prefix_patients else pid,
                              source=src, split=split, filename=fn, row=f'{f.name}:{n}', _line=(pid, fn, lab, src)))
@@ -114,6 +115,9 @@ def read_covidx(root:str|Path, # folder with the label files (and by default the
 def read_dataset(name_or_path:str|Path, # dataset name (e.g. 'cxr-mini'), folder, CSV or COVIDx .txt file
                  format:str='auto', # 'auto' | 'folder' | 'csv' | 'covidx'
                  on_error:str='raise', # 'raise' | 'skip'
+                 classes:list|None=None, # the class set: a row with another label is an error naming it (skipped with on_error='skip'), a class without images too
+                 label_map:dict|None=None, # old -> new label, e.g. {'Pnemonia': 'pneumonia'} (None drops the rows); other labels are kept
+                 warn_rare:bool=True, # without `classes`: warn about rare labels that look like typos (`rare_labels`)
                  **kwargs # passed to the reader
                 )->pd.DataFrame:
     "Read a dataset into the covidxr table (path, label, patient_id, source, split, ...)"
@@ -123,7 +127,28 @@ def read_dataset(name_or_path:str|Path, # dataset name (e.g. 'cxr-mini'), folder
         elif (root/'labels.csv').exists(): format = 'csv'
         elif is_covidx_folder(root): format = 'covidx'
         else: format = 'folder'
-    if format == 'csv': return read_csv_dataset(root if root.is_file() else root/'labels.csv', on_error=on_error, **kwargs)
-    if format == 'covidx': return read_covidx(root, on_error=on_error, **kwargs)
-    if format == 'folder': return read_folder(root, on_error=on_error, **kwargs)
-    raise ValueError(f"format must be auto|folder|csv|covidx, not {format!r}")
+    if 'labels' in kwargs:   # the readers' name for `classes`
+        if classes is not None: raise ValueError("pass classes= or labels=, not both")
+        classes = kwargs.pop('labels')
+    if format == 'csv': df = read_csv_dataset(root if root.is_file() else root/'labels.csv', on_error=on_error, **kwargs)
+    elif format == 'covidx': df = read_covidx(root, on_error=on_error, label_map=label_map, **kwargs)   # its label_map is partial too
+    elif format == 'folder': df = read_folder(root, on_error=on_error, **kwargs)
+    else: raise ValueError(f"format must be auto|folder|csv|covidx, not {format!r}")
+    attrs = dict(df.attrs)
+    probs = _Problems(on_error, f"{format} dataset {root}")
+    if label_map and format != 'covidx':
+        for i in np.flatnonzero(df['label'].isin([k for k, v in label_map.items() if v is None]).values):
+            probs.add(df['path'].iloc[i], f"label {df['label'].iloc[i]!r} dropped by label_map", row=df['row'].iloc[i] if 'row' in df else None, action='dropped')
+        df = df[~df['label'].isin([k for k, v in label_map.items() if v is None])].copy()
+        df['label'] = df['label'].map(lambda l: label_map.get(l, l)).astype(str)
+    if classes is not None: df = _check_labels(df, probs, [str(c) for c in classes], format)
+    elif warn_rare:
+        for lab, like in rare_labels(df['label']).items():
+            k = int((df['label'] == lab).sum())
+            fix = f"{{{lab!r}: {like!r}}} (--label-map {lab}={like})" if like else f"{{{lab!r}: ...}} (--label-map {lab}=...)"
+            probs.add(f'label {lab!r}', f"only {k} image(s) (labels: {label_counts(df['label'])})"
+                      + (f"; a typo of {like!r}?" if like else '') + f" If it is not a class, fix it with label_map={fix} "
+                      f"or declare the classes with classes=[...] (--classes a,b,c)", action='warning')
+    df = df.reset_index(drop=True)
+    attrs['report'] = probs.finish(attrs.get('report')); df.attrs = attrs
+    return df

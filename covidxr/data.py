@@ -17,11 +17,12 @@ from .images import *
 from .readers import *
 from .covidx import *
 from .splits import *
-from .readers import _Problems
+from .readers import _Problems, _check_one
 
 # %% auto #0
-__all__ = ['AUG_PRESETS', 'RESIZE', 'Translate', 'VFlip', 'RandomAffine', 'default_cache_dir', 'ImageCache', 'CopyPath',
-           'TensorImageCopy', 'PILCXR', 'PILCXRCopy', 'CXRGetter', 'CopyAug', 'cxr_dls']
+__all__ = ['AUG_PRESETS', 'RESIZE', 'Translate', 'VFlip', 'RandomAffine', 'default_cache_dir', 'ImageCache', 'check_images',
+           'check_classes', 'check_data', 'CopyPath', 'TensorImageCopy', 'PILCXR', 'PILCXRCopy', 'CXRGetter', 'CopyAug',
+           'cxr_dls']
 
 # %% ../nbs/01e_data.ipynb #9f985423
 def _translate_mat(x, max_pct=0.1):
@@ -147,6 +148,74 @@ class ImageCache:
     def clear(self):
         "Delete every cached image of this size"
         shutil.rmtree(self.dir, ignore_errors=True)
+
+# %% ../nbs/01e_data.ipynb #c1a2b3d2
+def _decoded_key(p:str)->str|None:
+    "Fingerprint of an image file for the decode cache: absolute path, size and mtime (None if it cannot be stat'ed)"
+    try: st = os.stat(p)
+    except (OSError, ValueError): return None
+    return hashlib.sha1(f'{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}'.encode('utf-8', 'surrogateescape')).hexdigest()
+
+def _write_skipped(out:Path, report)->Path|None:
+    "RUN/skipped.csv: every item skipped while reading or decoding (item, row, problem); removed when there is none"
+    rep = pd.DataFrame(list(report), columns=['item', 'row', 'problem', 'action']) if report else None
+    f = Path(out)/'skipped.csv'
+    if rep is None or not (rep.action == 'skipped').any(): f.unlink(missing_ok=True); return None
+    rep = rep[rep.action == 'skipped'].drop(columns='action').rename(columns=dict(item='path'))
+    return atomic_write(f, rep.to_csv(index=False))
+
+def check_images(df:pd.DataFrame, # a covidxr table (column `path`)
+                 on_error:str='raise', # 'raise': one error naming every bad file; 'skip': drop their rows and report them
+                 out:str|Path|None=None, # run folder: `skipped.csv` lists what was skipped (removed when nothing was)
+                 n_workers:int=2, # decoding processes (0: in this process)
+                 cache:str|Path|bool|None=None, # decode-cache file; None: `default_cache_dir()/decoded.txt`; False: decode everything
+                 max_pixels:int|None=None, # decompression-bomb limit
+                 path_col:str='path'
+                )->pd.DataFrame:
+    "Fully decode every image of `df` (in parallel; files that decoded before with the same size and mtime are skipped)"
+    probs = _Problems(on_error, f'images of the table ({len(df)} rows)')
+    paths = list(dict.fromkeys(df[path_col].astype(str)))
+    cfile = None if cache is False else Path(cache) if cache else default_cache_dir()/'decoded.txt'
+    try: known = set(cfile.read_text().split()) if cfile and cfile.is_file() else set()
+    except OSError: known = set()
+    keys = {p: _decoded_key(p) for p in paths}
+    todo = [p for p in paths if keys[p] is None or keys[p] not in known]
+    args = [(p, 'decode', max_pixels) for p in todo]
+    nw = n_workers if len(args) >= 32 else 0
+    res = list(parallel(_check_one, args, n_workers=nw, progress=False, chunksize=8)) if nw else [_check_one(a) for a in args]
+    bad = {p: r for p, r in zip(todo, res) if r is not None}
+    new = {keys[p] for p, r in zip(todo, res) if r is None and keys[p]}
+    if cfile and new:
+        try: atomic_write(cfile, '\n'.join(sorted(known | new)) + '\n')
+        except OSError as e: warnings.warn(f"decode cache {cfile} not written ({e}): the next run decodes again")
+    rows = df['row'] if 'row' in df else pd.Series([None]*len(df), index=df.index)
+    for p, r in zip(df[path_col].astype(str), rows):
+        if p in bad: probs.add(p, bad[p], row=None if pd.isna(r) else r)
+    d = df[~df[path_col].astype(str).isin(list(bad))].copy()
+    d.attrs = dict(df.attrs); d.attrs['report'] = probs.finish(df.attrs.get('report'))
+    if out is not None:
+        f = _write_skipped(Path(out), d.attrs['report'])
+        if f is not None and bad:
+            warnings.warn(f"skipped {len(bad)} of {len(paths)} images that cannot be decoded; listed in {f}", stacklevel=2)
+    return d
+
+# %% ../nbs/01e_data.ipynb #c1a2b3d4
+def check_classes(df:pd.DataFrame, # a covidxr table
+                  label_col:str='label'
+                 )->pd.DataFrame:
+    "Refuse one-class data (a classifier of one class reports 100%): the table and its training rows need two classes or more"
+    n = df[label_col].astype(str).value_counts()
+    if len(n) < 2: raise CXRDataError(f"one class only ({label_counts(df[label_col]) or 'no rows'}): a classifier needs images of "
+                                      f"at least two classes; check the dataset, its label column or the label_map/--label-map")
+    if 'split' in df and (df['split'] == 'train').any():
+        t = df.loc[df['split'] == 'train', label_col]
+        if t.nunique() < 2: raise CXRDataError(f"the training rows hold one class only ({label_counts(t)}; all rows: "
+                                               f"{label_counts(df[label_col])}): fix the split or the labels")
+    return df
+
+def check_data(df:pd.DataFrame, on_error:str='raise', out=None, **kwargs)->pd.DataFrame:
+    "What `train_recipe` checks before training: every image decodes (`check_images`), two classes or more (`check_classes`)"
+    return check_classes(check_images(df, on_error=on_error, out=out, **kwargs))
 
 # %% ../nbs/01e_data.ipynb #79d7aed5
 class CopyPath(str):

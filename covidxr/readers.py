@@ -13,8 +13,9 @@ from .core import find_dataset
 from .images import IMG_EXTS, CXRDataError, load_cxr, MAX_PIXELS, _is_dicom, _magic
 
 # %% auto #0
-__all__ = ['logger', 'COLS', 'SPLIT_NAMES', 'FRONTAL_VIEWS', 'CONTAINER_DIRS', 'SKIP_DIRS', 'ReadReport', 'data_report',
-           'check_file', 'check_files', 'dicom_meta', 'read_folder', 'read_dicom', 'read_csv_dataset']
+__all__ = ['logger', 'COLS', 'SPLIT_NAMES', 'FRONTAL_VIEWS', 'CONTAINER_DIRS', 'SKIP_DIRS', 'ReadReport', 'show_path',
+           'data_report', 'check_file', 'check_files', 'label_counts', 'rare_labels', 'dicom_meta', 'read_folder',
+           'read_dicom', 'read_csv_dataset']
 
 # %% ../nbs/01b_readers.ipynb #9bd93e61
 logger = logging.getLogger('covidxr.data')
@@ -30,8 +31,8 @@ class _Problems:
         if on_error not in ('raise', 'skip'): raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         self.on_error, self.what, self.items = on_error, what, []
     def add(self, item, problem, row=None, action='skipped'):
-        "Record `problem` for `item` (a path or a row); action: 'skipped' (bad input), 'dropped' (filter), 'deduplicated', 'normalised' (value fixed)"
-        self.items.append(dict(item=str(item), row=row, problem=problem, action=action))
+        "Record `problem` for `item` (a path or a row); action: 'skipped' (bad input), 'dropped' (filter), 'deduplicated', 'normalised' (value fixed), 'warning' (kept, but look at it)"
+        self.items.append(dict(item=show_path(item), row=row, problem=show_path(problem), action=action))
     @property
     def errors(self): return [p for p in self.items if p['action'] == 'skipped']
     def finish(self, prior:list|None=None)->list:
@@ -41,8 +42,12 @@ class _Problems:
             lines = [f"  {_where(p)}: {p['problem']}" for p in errs[:20]]
             more = f"\n  ... and {len(errs)-20} more" if len(errs) > 20 else ''
             raise CXRDataError(f"{len(errs)} problem(s) in {self.what}:\n" + '\n'.join(lines) + more +
-                               "\nFix them, or pass on_error='skip' to skip these items (they are listed in data_report(df)).")
+                               "\nFix them, or pass on_error='skip' (CLI: --skip-bad) to skip these items (they are listed in data_report(df)).")
         for p in errs: logger.warning(f"skipped {_where(p)}: {p['problem']}")
+        warns = [p for p in self.items if p['action'] == 'warning']
+        for p in warns: logger.warning(f"{_where(p)}: {p['problem']}")
+        for p in warns[:5]: warnings.warn(f"{self.what}: {_where(p)}: {p['problem']}", stacklevel=3)
+        if len(warns) > 5: warnings.warn(f"{self.what}: {len(warns) - 5} more warning(s); see data_report(df)", stacklevel=3)
         for act in ('dropped', 'deduplicated', 'normalised'):
             n = sum(p['action'] == act for p in self.items)
             if n: logger.warning(f"{self.what}: {n} row(s) {act} (see data_report(df))")
@@ -54,10 +59,18 @@ class ReadReport(tuple):
     def __deepcopy__(self, memo): return self
     def __copy__(self): return self
 
+def show_path(p)->str:
+    "`p` as printable text: bytes of a file name that are not UTF-8 (`os.fsdecode` surrogates) become `\\xNN` escapes"
+    s = os.fsdecode(p) if isinstance(p, (bytes, os.PathLike)) else str(p)
+    try: s.encode('utf-8'); return s
+    except UnicodeEncodeError: pass
+    try: return s.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    except UnicodeEncodeError: return s.encode('utf-8', 'backslashreplace').decode('utf-8')
+
 def _where(p): return (f"row {p['row']} ({p['item']})" if p.get('row') is not None else p['item'])
 
 def data_report(df:pd.DataFrame)->pd.DataFrame:
-    "Every item skipped (bad input), dropped (filters) or de-duplicated while building `df`"
+    "Every item skipped (bad input), dropped (filters), de-duplicated, normalised or warned about while building `df`"
     return pd.DataFrame(df.attrs.get('report', []), columns=['item', 'row', 'problem', 'action'])
 
 # %% ../nbs/01b_readers.ipynb #ca5c789b
@@ -71,6 +84,7 @@ def check_file(path:str|Path, # the image file
     try: st = p.stat()
     except FileNotFoundError: return 'file not found (listed but missing)'
     except OSError as e: return f'cannot access file: {e}'
+    except ValueError as e: return f'invalid file name: {e}'   # e.g. an embedded NUL byte
     if not p.is_file(): return 'not a file'
     if st.st_size == 0: return 'empty file (0 bytes)'
     if check == 'exists': return None
@@ -158,6 +172,28 @@ def _check_labels(df, probs, labels, what):
         if not (df['label'] == l).any(): probs.add(f'class {l!r}', f'empty class: no images with label {l!r}')
     return df
 
+# %% ../nbs/01b_readers.ipynb #a7e0c1d2
+def label_counts(labels)->str:
+    "'pneumonia 40, normal 38, Pnemonia 1': every label with its number of images, most frequent first"
+    n = pd.Series(list(labels), dtype=str).value_counts()
+    return ', '.join(f'{k} {v}' for k, v in n.items())
+
+def rare_labels(labels, # the label column (or any list of labels)
+                rare:int=2, # a label with at most this many images...
+                ratio:float=10 # ...while the largest class has at least `ratio` times as many is suspicious
+               )->dict:
+    "Suspicious labels (likely typos, e.g. 'Pnemonia' once beside 300 'pneumonia') -> the frequent label they look like (None if none)"
+    import difflib
+    n = pd.Series(list(labels), dtype=str).value_counts()
+    if len(n) < 2: return {}
+    big = [b for b, k in n.items() if k > rare]
+    out = {}
+    for lab, k in n.items():
+        if k <= rare and n.iloc[0] >= ratio*k:
+            m = difflib.get_close_matches(lab.strip().lower(), [b.lower() for b in big], n=1, cutoff=0.75)
+            out[lab] = next((b for b in big if m and b.lower() == m[0]), None)
+    return out
+
 # %% ../nbs/01b_readers.ipynb #56375a5a
 CONTAINER_DIRS = {'images', 'imgs', 'img', 'image', 'png', 'jpg', 'dicom', 'dcm', 'data'}
 SKIP_DIRS = {'masks', 'mask', 'lung masks', '__macosx', '.cache', '.ipynb_checkpoints'}
@@ -194,6 +230,7 @@ def read_folder(root:str|Path, # dataset folder (or a name known to `find_datase
         for f in sorted(fns):
             p = Path(dp)/f
             if p.suffix.lower() not in exts or f.startswith('.'): continue
+            if show_path(p) != str(p): probs.add(p, 'file or folder name is not valid UTF-8 (shown with \\x escapes): rename it'); continue
             if not names: probs.add(p, 'image not inside a class folder'); continue
             split = next((SPLIT_NAMES[x.lower()] for x in reversed(rel) if x.lower() in SPLIT_NAMES), '')
             lab = names[-1]
@@ -225,7 +262,13 @@ def read_folder(root:str|Path, # dataset folder (or a name known to `find_datase
     df = _check_into(df, check, max_pixels, probs)
     dcm = df['path'].map(_is_dicom) if len(df) else pd.Series([], dtype=bool)
     if dcm.any():
-        meta = pd.DataFrame([dicom_meta(p) for p in df.loc[dcm, 'path']], index=df.index[dcm])
+        metas = {}
+        for i, p in zip(df.index[dcm], df.loc[dcm, 'path']):
+            try: metas[i] = dicom_meta(p)
+            except Exception as e: probs.add(p, f"corrupt DICOM header: {type(e).__name__}: {' '.join(str(e).split())}")
+        bad = [i for i in df.index[dcm] if i not in metas]
+        df, dcm = df.drop(index=bad), dcm.drop(index=bad)
+        meta = pd.DataFrame(list(metas.values()), index=list(metas), columns=['dicom_patient', 'view', 'modality'])
         df = df.join(meta)
         has = dcm & (df['dicom_patient'].fillna('') != '')
         df.loc[has, 'patient_id'] = [_prefix(x, source) for x in df.loc[has, 'dicom_patient']]
@@ -256,6 +299,11 @@ def _map_label(v, label_map, label_regex):
     if v == '': return None, 'empty label'
     return v, None
 
+def _inside(p, root)->bool:
+    "Is `p` inside `root` once '..' are resolved (lexically: symlinks inside the dataset are fine)?"
+    p, root = os.path.normpath(os.path.abspath(p)), os.path.normpath(os.path.abspath(root))
+    return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
+
 def read_csv_dataset(csv_path:str|Path, # the CSV/metadata file
                      root:str|Path|None=None, # folder the file names are relative to (default: the CSV's folder)
                      path_col:str='filename', # column with the image file name/relative path
@@ -283,7 +331,10 @@ def read_csv_dataset(csv_path:str|Path, # the CSV/metadata file
     csv_path = Path(csv_path)
     if not csv_path.is_file(): raise CXRDataError(f"{csv_path}: CSV file not found")
     root = Path(root) if root is not None else csv_path.parent
-    raw = pd.read_csv(csv_path, sep=sep, dtype=str, keep_default_na=False, encoding='utf-8-sig')
+    try: raw = pd.read_csv(csv_path, sep=sep, dtype=str, keep_default_na=False, encoding='utf-8-sig')
+    except UnicodeDecodeError as e: raise CXRDataError(f"{csv_path}: not UTF-8 text (byte {e.object[e.start:e.start+1]!r} at offset {e.start}): save it as UTF-8") from None
+    except pd.errors.EmptyDataError: raise CXRDataError(f"{csv_path}: empty CSV file (no header line)") from None
+    except (pd.errors.ParserError, ValueError) as e: raise CXRDataError(f"{csv_path}: cannot parse the CSV: {' '.join(str(e).split())}") from None
     raw.columns = [c.strip() for c in raw.columns]
     what = f'CSV {csv_path}'
     for c, name in [(path_col, 'path_col'), (label_col, 'label_col')]:
@@ -316,10 +367,12 @@ def read_csv_dataset(csv_path:str|Path, # the CSV/metadata file
         p = Path(fn)
         if folder_col and str(r.get(folder_col, '')).strip(): p = Path(str(r[folder_col]).strip())/p
         p = p if p.is_absolute() else root/p
+        if not _inside(p, root): probs.add(fn, f"path leaves the dataset root {root} (read anyway; check the CSV)", row=int(r['row']), action='warning')
         src = str(r[source_col]).strip() if source_col and source_col in raw and str(r[source_col]).strip() else source
         pid = str(r[patient_col]).strip() if patient_col and patient_col in raw else ''
         pid = (_prefix(pid, src) if prefix_patients else pid) if pid else p.stem
-        split = _norm_split(r[split_col]) if split_col and split_col in raw else ''
+        try: split = _norm_split(r[split_col]) if split_col and split_col in raw else ''
+        except CXRDataError as e: probs.add(fn, str(e), row=int(r['row'])); continue
         extra = {k: v for k, v in r.items() if k not in (path_col, label_col, patient_col, source_col, split_col, folder_col)}
         rows.append(dict(path=str(p.absolute()), label=lab, patient_id=pid, source=src, split=split, **extra))
     df = pd.DataFrame(rows)
