@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 import torch, torch.nn as nn, torchvision
-from fastai.vision.all import create_body, create_head, TimmBody, params, L, Flatten, apply_init, model_meta
+from fastai.vision.all import create_body, create_head, TimmBody, params, L, Flatten, apply_init, model_meta, num_features_model
 from .core import resolve_weights, load_state_file, MissingWeightsError
 
 # %% auto #0
@@ -100,14 +100,11 @@ def get_arch(arch:str|ArchSpec # a registry name or an `ArchSpec`
 # %% ../nbs/02_models.ipynb #3f7badd5
 _DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
-def _load_pretrained(base:nn.Module, spec:ArchSpec, path:Path):
-    "Load the ImageNet state dict in `path` into the library model `base`, strictly (classifier keys excepted for timm)"
+def _load_torchvision(base:nn.Module, spec:ArchSpec, path:Path):
+    "Load the ImageNet state dict in `path` into the torchvision model `base`, strictly"
     sd = load_state_file(path)
     if spec.name.startswith('densenet'):  # torchvision's own key fix-up for old DenseNet checkpoints
         sd = {(m.group(1) + m.group(2) if (m := _DENSENET_KEY.match(k)) else k): v for k, v in sd.items()}
-    if spec.lib == 'timm' and base.get_classifier().__class__.__name__ == 'Identity':  # the classifier was removed (num_classes=0)
-        clf = base.default_cfg.get('classifier', 'classifier')
-        sd = {k: v for k, v in sd.items() if not k.startswith(clf + '.')}
     try: base.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise RuntimeError(f"The weights file {str(path)!r} does not fit {spec.model!r}: {str(e)[:500]}") from None
@@ -133,18 +130,27 @@ def arch_weights(spec:ArchSpec, weights=None, tag:str|None=None)->Path|None:
         if p.exists(): return p
         raise MissingWeightsError(f"{e} The 2020 file {old!r} (the same ImageNet weights, {tag}) in that folder works too.") from None
 
+def _timm_model(spec:ArchSpec, path:Path|None, download:bool, tag:str|None=None, keep_classifier:bool=False, drop_path:float=0.):
+    "timm's model for `spec`: random, downloaded by timm, or loaded by timm from the weights file `path` (`pretrained_cfg_overlay`)"
+    import timm
+    name = weights_model(spec, tag)
+    if path is None:
+        return timm.create_model(name, pretrained=download, drop_path_rate=drop_path, **({} if keep_classifier else dict(num_classes=0)))
+    try:   # built with its ImageNet classifier, so timm loads the file strictly; then the classifier goes
+        base = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), drop_path_rate=drop_path)
+    except RuntimeError as e:
+        raise RuntimeError(f"The weights file {str(path)!r} does not fit {name!r}: {str(e)[:500]}") from None
+    if not keep_classifier: base.reset_classifier(0)
+    return base
+
 def _base_model(spec:ArchSpec, pretrained:bool, weights, tag:str|None=None, keep_classifier:bool=False, drop_path:float=0.):
     "The library model with random or ImageNet weights (through `resolve_weights` only)"
     path = arch_weights(spec, weights, tag) if pretrained else None
     download = pretrained and path is None   # the resolver said: online, let the library download into its cache
-    if spec.lib == 'torchvision':
-        if drop_path: raise ValueError(f"drop_path={drop_path} needs a timm model, not {spec.name!r}")
-        base = torchvision.models.get_model(spec.model, weights=(tag or 'DEFAULT') if download else None)
-    else:
-        import timm
-        base = timm.create_model(weights_model(spec, tag), pretrained=download, drop_path_rate=drop_path,
-                                 **({} if keep_classifier else dict(num_classes=0)))
-    if path is not None: _load_pretrained(base, spec, path)
+    if spec.lib == 'timm': return _timm_model(spec, path, download, tag, keep_classifier, drop_path)
+    if drop_path: raise ValueError(f"drop_path={drop_path} needs a timm model, not {spec.name!r}")
+    base = torchvision.models.get_model(spec.model, weights=(tag or 'DEFAULT') if download else None)
+    if path is not None: _load_torchvision(base, spec, path)
     return base
 
 # %% ../nbs/02_models.ipynb #eec09a49
@@ -170,6 +176,12 @@ def library_head(base:nn.Module, # the library model (torchvision, or timm with 
     raise ValueError(f"no torchvision classifier recipe for {spec.model!r}")
 
 # %% ../nbs/02_models.ipynb #47d63a0b
+def _n_features(body:nn.Module)->int:
+    "fastai's `num_features_model` of `body`, leaving the global RNG and the body's train mode as they were"
+    with torch.random.fork_rng(devices=[]): nf = num_features_model(body)   # its probe draws random numbers and sets eval mode
+    body.train()
+    return nf
+
 def create_cxr_model(arch:str|ArchSpec, # a registry name (see `ARCHS`)
                      n_out:int, # number of classes
                      pretrained:bool=False, # start from ImageNet weights (through `resolve_weights`)
@@ -183,7 +195,7 @@ def create_cxr_model(arch:str|ArchSpec, # a registry name (see `ARCHS`)
     if weights is not None: pretrained = True
     if spec.lib == 'covidxr':
         if pretrained: raise MissingWeightsError(f"{spec.name!r} is seed 002's own network: it has no ImageNet weights")
-        body, nf = cxr_cnn_body(), 256
+        body = cxr_cnn_body(); nf = _n_features(body)
     else:
         head = head or spec.head
         base = _base_model(spec, pretrained, weights, weights_tag, keep_classifier=head == 'seed000', drop_path=drop_path)
@@ -192,11 +204,8 @@ def create_cxr_model(arch:str|ArchSpec, # a registry name (see `ARCHS`)
             if spec.lib == 'timm': base.reset_classifier(0)
             body = create_body(base, n_in=3, pretrained=pretrained, cut=spec.cut) if spec.lib == 'torchvision' else TimmBody(base, pretrained)
             return nn.Sequential(body, hd)   # only the new last layer is fresh (PyTorch's default init)
-        if spec.lib == 'torchvision':
-            body = create_body(base, n_in=3, pretrained=pretrained, cut=spec.cut)
-            with torch.no_grad(): nf = body.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
-            body.train()
-        else: body, nf = TimmBody(base, pretrained), base.num_features
+        if spec.lib == 'torchvision': body = create_body(base, n_in=3, pretrained=pretrained, cut=spec.cut); nf = _n_features(body)
+        else: body, nf = TimmBody(base, pretrained), base.num_features   # timm knows its width
     hd = create_cxr_head(head or spec.head, nf, n_out)
     apply_init(hd, nn.init.kaiming_normal_)
     return nn.Sequential(body, hd)
