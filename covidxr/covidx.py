@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .core import find_dataset
 from .readers import (COLS, CXRDataError, _Problems, _check_into, _check_labels, _finish, _prefix, _inside,
-    read_folder, read_csv_dataset, rare_labels, label_counts)
+    read_folder, read_csv_dataset, rare_labels, label_counts, show_path)
 
 # %% auto #0
 __all__ = ['COVIDX_LABELS', 'COVIDX_FILES', 'SOURCE_FIXES', 'is_covidx_folder', 'parse_covidx_line', 'read_covidx',
@@ -75,9 +75,10 @@ def read_covidx(root:str|Path, # folder with the label files (and by default the
     rows = []
     for split, f in files.items():
         if not f.is_file(): raise CXRDataError(f"{f}: COVIDx label file not found")
-        text = f.read_bytes().decode('utf-8-sig', errors='replace')
+        text = f.read_bytes().decode('utf-8-sig', errors='surrogateescape')   # bytes that are not UTF-8: named below
         dirs = [Path(image_dirs[split])] if image_dirs and split in image_dirs else list(dict.fromkeys([root/split, root/f.stem, root]))
         for n, line in enumerate(text.splitlines(), 1):
+            if show_path(line) != line: probs.add(f'{f.name}:{n}', f'line is not valid UTF-8 text: {show_path(line.strip())}', row=f'{f.name}:{n}'); continue
             try: t = parse_covidx_line(line, known)
             except ValueError as e: probs.add(f'{f.name}:{n}', f'malformed line {line.strip()!r}: {e}', row=f'{f.name}:{n}'); continue
             if t is None: continue
