@@ -6,18 +6,18 @@
 from __future__ import annotations
 import warnings
 import numpy as np, pandas as pd
-from scipy import stats, optimize
+from scipy import stats
 from sklearn import metrics as skm
+from .calibration import ECE_BINS, reliability_table, ece, brier, apply_temperature, fit_temperature
+_all_ = ['ECE_BINS', 'reliability_table', 'ece', 'brier', 'apply_temperature', 'fit_temperature']   # re-exported from `covidxr.calibration`
 
 # %% auto #0
-__all__ = ['ECE_BINS', 'WILSON', 'BOOT_CLASS', 'BOOT_OVERALL', 'prob_cols', 'infer_classes', 'check_preds', 'preds_arrays',
-           'make_preds', 'confusion', 'wilson_ci', 'per_class_metrics', 'overall_metrics', 'reliability_table', 'ece',
-           'brier', 'apply_temperature', 'fit_temperature', 'bootstrap_ci', 'fast_stats', 'metrics_with_ci',
-           'per_source_metrics', 'source_confounding']
+__all__ = ['WILSON', 'BOOT_CLASS', 'BOOT_OVERALL', 'prob_cols', 'infer_classes', 'check_preds', 'preds_arrays', 'make_preds',
+           'confusion', 'wilson_ci', 'per_class_metrics', 'overall_metrics', 'bootstrap_ci', 'fast_stats',
+           'metrics_with_ci', 'per_source_metrics', 'source_confounding', 'ECE_BINS', 'reliability_table', 'ece',
+           'brier', 'apply_temperature', 'fit_temperature']
 
 # %% ../nbs/04_metrics.ipynb #a853da1d
-ECE_BINS = 15   # the one bin count of the ECE: metrics, bootstrap, reliability plot and report all use it
-
 def prob_cols(classes:list # class names in vocab order
              )->list:
     "Names of the probability columns of a predictions table"
@@ -186,63 +186,6 @@ def overall_metrics(preds:pd.DataFrame, # predictions table
     out['n_images'] = len(preds)
     out['n_patients'] = int(preds['patient_id'].nunique()) if 'patient_id' in preds else len(preds)
     return out
-
-# %% ../nbs/04_metrics.ipynb #f72b7e3e
-def _bin_of(P, n_bins):
-    "Equal-width bin (on [0, 1]) of every row's top-label confidence"
-    return np.clip(np.digitize(P.max(1), np.linspace(0, 1, n_bins + 1)[1:-1], right=True), 0, n_bins - 1)
-
-def reliability_table(P:np.ndarray, # probabilities, n x k
-                      y:np.ndarray, # true class indices
-                      n_bins:int=ECE_BINS # equal-width confidence bins on [0, 1]
-                     )->pd.DataFrame:
-    "Per confidence bin: count, mean confidence and accuracy of the top-label prediction"
-    P, y = np.asarray(P, float), np.asarray(y)
-    conf, b = P.max(1), _bin_of(P, n_bins)
-    hit = (P.argmax(1) == y).astype(float)
-    cnt = np.bincount(b, minlength=n_bins)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        df = pd.DataFrame(dict(count=cnt, confidence=np.bincount(b, conf, n_bins)/cnt, accuracy=np.bincount(b, hit, n_bins)/cnt))
-    df.index.name = 'bin'; edges = np.linspace(0, 1, n_bins + 1)
-    df.insert(0, 'lo', edges[:-1]); df.insert(1, 'hi', edges[1:])
-    return df
-
-def ece(P:np.ndarray, # probabilities, n x k
-        y:np.ndarray, # true class indices
-        n_bins:int=ECE_BINS # equal-width confidence bins
-       )->float:
-    "Expected calibration error: sum over bins of |accuracy - confidence| weighted by the bin's share of images"
-    P, y = np.asarray(P, float), np.asarray(y)
-    if not len(P): return np.nan
-    b = _bin_of(P, n_bins)
-    gap = np.abs(np.bincount(b, P.argmax(1) == y, n_bins) - np.bincount(b, P.max(1), n_bins))
-    return float(gap.sum() / len(P))
-
-def brier(P:np.ndarray, # probabilities, n x k
-          y:np.ndarray # true class indices
-         )->float:
-    "Multi-class Brier score (mean squared error of the probability vector against the one-hot label, summed over classes)"
-    P = np.asarray(P, float)
-    return float(skm.brier_score_loss(np.asarray(y), P, labels=list(range(P.shape[1])), scale_by_half=False))
-
-# %% ../nbs/04_metrics.ipynb #29f6bce3
-def apply_temperature(P:np.ndarray, # probabilities, n x k
-                      T:float # temperature (>1 softens, <1 sharpens)
-                     )->np.ndarray:
-    "Softmax of log(P)/T"
-    z = np.log(np.clip(np.asarray(P, float), 1e-12, 1)) / T
-    z -= z.max(1, keepdims=True); e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-def fit_temperature(P:np.ndarray, # validation probabilities, n x k
-                    y:np.ndarray, # validation true class indices
-                    bounds:tuple=(0.05, 20.) # search range of T
-                   )->float:
-    "The temperature minimising the validation negative log-likelihood (fit on validation data only)"
-    P, y = np.asarray(P, float), np.asarray(y)
-    def nll(logT): return skm.log_loss(y, apply_temperature(P, np.exp(logT)), labels=list(range(P.shape[1])))
-    r = optimize.minimize_scalar(nll, bounds=np.log(bounds), method='bounded')
-    return float(np.exp(r.x))
 
 # %% ../nbs/04_metrics.ipynb #0c3f5027
 def _groups_index(groups, strata, n):

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
-from .metrics import check_preds, preds_arrays, confusion, reliability_table, ece, brier, ECE_BINS
+from .metrics import check_preds, preds_arrays, confusion
+from .calibration import reliability_table, ece, brier, ECE_BINS
 
 # %% auto #0
 __all__ = ['plot_confusion', 'plot_roc', 'plot_reliability', 'history_df', 'plot_history']

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_report.ipynb #b9d0ca66
 from __future__ import annotations
-import html, re, warnings
+import warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from sklearn import metrics as skm
@@ -15,10 +15,12 @@ from sklearn.preprocessing import StandardScaler
 from .core import atomic_write, save_json, load_json, lib_versions, swap_dir
 from .metrics import *
 from .plots import *
+from .render import md_table, render_md, render_html, _fmt_pct
+_all_ = ['md_table', 'render_md', 'render_html']   # re-exported from `covidxr.render`
 
 # %% auto #0
-__all__ = ['last_linear', 'get_preds_df', 'get_features', 'source_probe', 'md_table', 'render_md', 'render_html', 'main_table',
-           'overall_table', 'report_from_preds', 'evaluate', 'evaluate_run', 'compare_runs']
+__all__ = ['last_linear', 'get_preds_df', 'get_features', 'source_probe', 'main_table', 'overall_table', 'report_from_preds',
+           'evaluate', 'evaluate_run', 'compare_runs', 'md_table', 'render_md', 'render_html']
 
 # %% ../nbs/05_report.ipynb #cc1fa094
 def last_linear(model:torch.nn.Module)->torch.nn.Module:
@@ -104,59 +106,6 @@ def source_probe(features:np.ndarray, # n x d model features (e.g. `get_features
             r = _probe(X[m], df['source'].to_numpy()[m], g.to_numpy()[m], n_splits, seed)
             if r is not None: res['within_label'][lab] = r
     return res
-
-# %% ../nbs/05_report.ipynb #9f820c0e
-def _fmt_pct(v, lo=None, hi=None, pct=True):
-    if v is None or (isinstance(v, float) and np.isnan(v)): return 'n/a'
-    f = (lambda x: f'{100*x:.1f}') if pct else (lambda x: f'{x:.3f}')
-    if lo is None or hi is None or np.isnan(lo) or np.isnan(hi): return f(v)
-    return f'{f(v)} ({f(lo)}–{f(hi)})'
-
-def md_table(df:pd.DataFrame, index:bool=True)->str:
-    "A pipe table (no `tabulate` needed)"
-    d = df.reset_index() if index else df
-    esc = lambda x: str(x).replace('|', '\\|').replace('\n', ' ')
-    lines = ['| ' + ' | '.join(esc(c) for c in d.columns) + ' |', '|' + '---|'*len(d.columns)]
-    lines += ['| ' + ' | '.join(esc(x) for x in r) + ' |' for r in d.astype(object).where(d.notna(), '').itertuples(index=False)]
-    return '\n'.join(lines)
-
-def render_md(blocks:list)->str:
-    "Markdown from blocks ('h', level, text) / ('p', text) / ('table', df) / ('img', file, alt) / ('warn', text)"
-    out = []
-    for b in blocks:
-        if b[0] == 'h': out.append('#'*b[1] + ' ' + b[2])
-        elif b[0] == 'p': out.append(b[1])
-        elif b[0] == 'warn': out.append('> **Warning.** ' + b[1])
-        elif b[0] == 'table': out.append(md_table(b[1]))
-        elif b[0] == 'img': out.append(f'![{b[2]}]({b[1]})')
-    return '\n\n'.join(out) + '\n'
-
-def _inline(t):
-    t = html.escape(t)
-    t = re.sub(r'\*\*(.+?)\*\*', r'<b>\1</b>', t); t = re.sub(r'`(.+?)`', r'<code>\1</code>', t)
-    return t
-
-def _html_table(df:pd.DataFrame)->str:
-    "An HTML table with one header row: a named index becomes the leading columns, as in `md_table`"
-    named = any(n is not None for n in df.index.names)
-    d = df.reset_index() if named else df.copy()
-    d.columns.name = None
-    return d.to_html(na_rep='', border=0, classes='tbl', index=not named)
-
-def render_html(blocks:list, title:str='covidxr report')->str:
-    "A standalone HTML page from the same blocks"
-    body = []
-    for b in blocks:
-        if b[0] == 'h': body.append(f'<h{b[1]}>{_inline(b[2])}</h{b[1]}>')
-        elif b[0] == 'p': body.append(f'<p>{_inline(b[1])}</p>')
-        elif b[0] == 'warn': body.append(f'<div class="warn"><b>Warning.</b> {_inline(b[1])}</div>')
-        elif b[0] == 'table': body.append(_html_table(b[1]))
-        elif b[0] == 'img': body.append(f'<figure><img src="{html.escape(b[1])}" alt="{html.escape(b[2])}"><figcaption>{_inline(b[2])}</figcaption></figure>')
-    css = ('body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.4} table.tbl{border-collapse:collapse;font-size:90%}'
-           ' .tbl td,.tbl th{border:1px solid #ccc;padding:3px 8px;text-align:right} .warn{background:#fff3cd;border:1px solid #e0c060;'
-           'padding:.6em 1em} img{max-width:100%}')
-    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{css}</style></head>'
-            f'<body>\n' + '\n'.join(body) + '\n</body></html>\n')
 
 # %% ../nbs/05_report.ipynb #7d717e6d
 def main_table(r:dict)->pd.DataFrame:
