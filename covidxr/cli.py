@@ -7,7 +7,9 @@ from __future__ import annotations
 import sys, argparse, warnings, traceback, time, tempfile
 from pathlib import Path
 from typing import Annotated
+from contextlib import ExitStack
 from fastcore.script import call_parse, parse_cli, CliError
+from .core import run_lock, open_run
 
 # %% auto #0
 __all__ = ['COMMANDS', 'one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run', 'train',
@@ -65,14 +67,40 @@ def check_run(run:str|Path)->Path:
     return p
 
 # %% ../nbs/08_cli.ipynb #7708fc39
-def _read_data(data, format, what='--data'):
+def _parse_classes(classes:str|None)->list|None:
+    "--classes a,b,c -> ['a', 'b', 'c']"
+    if classes is None: return None
+    cl = [c.strip() for c in classes.split(',') if c.strip()]
+    if len(cl) < 2 or len(set(cl)) != len(cl): raise CliError(f"--classes {classes!r}: give two or more distinct class names, comma separated (e.g. --classes COVID-19,normal,pneumonia).")
+    return cl
+
+def _parse_label_map(label_map:str|None)->dict|None:
+    "--label-map old=new,old2=new2 -> {'old': 'new', 'old2': 'new2'}; 'old=' drops the rows labelled old"
+    if label_map is None: return None
+    out = {}
+    for item in (i for i in label_map.split(',') if i.strip()):
+        if '=' not in item: raise CliError(f"--label-map: {item!r} is not old=new (e.g. --label-map Pnemonia=pneumonia,viral=pneumonia; old= drops).")
+        k, v = (s.strip() for s in item.split('=', 1))
+        if not k: raise CliError(f"--label-map: {item!r} has no label before '='.")
+        out[k] = v or None
+    return out
+
+def _read_data(data, format, what='--data', classes=None, label_map=None, skip_bad=False):
+    "The dataset `data` read for the CLI: --classes/--label-map/--skip-bad applied, warnings printed on one line each"
     from covidxr.data import read_dataset
     from covidxr.core import find_dataset, DatasetNotFoundError
     try: find_dataset(data)   # a missing dataset fails here, with every place looked at
     except DatasetNotFoundError as e: raise CliError(f"{what}: {one_line(e)}") from None
     if format not in ('auto', 'folder', 'csv', 'covidx'):
         raise CliError(f"Unknown format {format!r} (--format): use auto, folder, csv or covidx.")
-    return read_dataset(data, format=format)
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always', UserWarning)
+        df = read_dataset(data, format=format, on_error='skip' if skip_bad else 'raise', classes=_parse_classes(classes),
+                          label_map=_parse_label_map(label_map))
+    for w in ws:
+        if issubclass(w.category, UserWarning): print(f"covidxr: warning: {one_line(w.message)}", file=sys.stderr)
+        else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return df
 
 def _run_splits(run:Path):
     "The rows a run was trained and validated on, with their split (a DataFrame): `RUN/splits.csv`, written by `train_recipe`"
@@ -94,9 +122,35 @@ def _print_metrics(m:dict, out:Path):
     rep = out/'report.html' if (out/'report.html').exists() else out/'report.md'
     print(f"Report: {rep}")
 
+def _command(cmd:str, func, args:dict, **extra)->str:
+    "The `covidxr cmd` command line that passes `args` (those that differ from `func`'s defaults) and `extra`"
+    import inspect, shlex
+    parts = ['covidxr', cmd]
+    for k, p in inspect.signature(func).parameters.items():
+        v = extra[k] if k in extra else args.get(k, p.default)
+        if k in ('debug', 'overwrite') or v is None or (v == p.default and k not in extra): continue
+        flag = '--' + k.replace('_', '-')
+        if isinstance(v, bool): parts.append(flag if v else '--no-' + k.replace('_', '-'))
+        else: parts += [flag, shlex.quote(str(v))]
+    return ' '.join(parts)
+
+def _interrupted(run:Path, again:str)->str:
+    "What an interrupted `covidxr train` kept, and how to go on"
+    from covidxr.core import load_json
+    try: st = load_json(run/'state.json')
+    except (OSError, ValueError): st = None
+    if st and (run/'checkpoint.pth').exists():
+        return f"{st.get('run_epoch', 0)} completed epochs are kept in {run}; resume with: {again}"
+    if st and (run/'card.json').exists():
+        return f"the run in {run} is trained, its report is not written; write it with: covidxr evaluate --model {run} --out {run/'report'}"
+    return f"stopped before the first epoch ended, nothing was kept; start again with: {again.replace(' --resume', '')}"
+
 @call_parse
 def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or path: folder, labels CSV or COVIDx .txt
           format:str='auto', # dataset layout: auto|folder|csv|covidx
+          classes:str=None, # the class set, comma separated (e.g. COVID-19,normal,pneumonia): a row with another label is an error (skipped with --skip-bad)
+          label_map:str=None, # rename labels before training: old=new[,old2=new2] (e.g. Pnemonia=pneumonia; old= drops those rows)
+          skip_bad:bool=False, # skip images that do not decode and rows with bad labels/paths instead of stopping (listed in RUN/skipped.csv)
           arch:str=None, # architecture (`covidxr.models.ARCHS`); default: the recipe's own (seed002: resnet18, seed003: efficientnetv2_s, seed000: efficientnet_b7)
           recipe:str='covid_resnet', # training recipe (see `covidxr.learn.RECIPES`)
           quick:bool=False, # CPU smoke run: the same recipe with --scale 0.25 --max-epochs 1
@@ -120,6 +174,7 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
           debug:bool=False # show the full traceback on errors
          ):
     "Train a recipe on a dataset, save the run folder and evaluate the test split into RUN/report"
+    given = dict(locals())   # the options as given: `--resume` repeats them
     from covidxr.learn import get_recipe, train_recipe, EpochLines
     from covidxr.report import evaluate_run
     check_recipe(recipe)
@@ -142,43 +197,60 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
             if rc: raise CliError(f"distributed training failed (exit code {rc}): see the messages of the processes above.")
             return dict(run=Path(out or f"models/{recipe}-{arch}"), nprocs=nprocs)
         rank = world()[0]
+    def _train_body():
+        nonlocal rcp
+        df = _read_data(data, format, classes=classes, label_map=label_map, skip_bad=skip_bad)   # train_recipe splits it by patient and samples it; RUN/splits.csv says how
+        if quick and (scale or max_epochs): raise CliError("--quick already means --scale 0.25 --max-epochs 1: give one or the other.")
+        if scale or max_epochs: rcp = rcp.scaled(size=scale, max_epochs=max_epochs)
+        t0 = time.time()
+        sizes = '/'.join(str(s.size) for s in (rcp.scaled(quick=True) if quick else rcp).stages)
+        if rank == 0: print(f"Training {recipe} / {arch} ({'pretrained' if pre else 'from scratch'}, {sizes} px"
+              f"{', quick' if quick else ''}) on {data} ({len(df)} images)")
+        bars = sys.stdout.isatty()   # in a log or a pipe: one line per epoch instead of progress bars
+        train_recipe(rcp, df, run, pretrained=pre, weights=weights, quick=quick,
+                     max_per_class=max_per_class, lr_find=lr_find, cache=cache or None, resume=resume,
+                     overwrite=overwrite, device=device, show=bars, cbs=None if bars or rank else [EpochLines()],
+                     distributed=distributed, on_error='skip' if skip_bad else 'raise')
+        if rank == 0 and (run/'skipped.csv').is_file():
+            import pandas as pd
+            print(f"Skipped {len(pd.read_csv(run/'skipped.csv'))} bad image(s)/row(s): listed in {run/'skipped.csv'}")
+        if distributed: leave_world()   # the ranks part here: rank 0 alone evaluates and writes the report
+        if rank: return dict(run=None, rank=rank)
+        t_train = time.time() - t0
+        res = dict(run=run, seconds_train=t_train)
+        sp = _run_splits(run)   # the split the run used, not a second one made here
+        print('Split: ' + ', '.join(f"{k} {v}" for k, v in sp.split.value_counts().items()))
+        test = sp[sp.split == 'test']
+        if len(test):
+            m = evaluate_run(run, test, run/'report', device=device)
+            res.update(report=run/'report', metrics=m)
+            print(f"Trained in {t_train/60:.1f} min; test split ({len(test)} images):")
+            _print_metrics(m, run/'report')
+        else: print(f"Trained in {t_train/60:.1f} min; the data has no test split, so no report was written.")
+        print(f"Run folder: {run}")
+        return res
+    made = not Path(out or f"models/{recipe}-{arch}").expanduser().exists()
     run = check_out_dir(out or f"models/{recipe}-{arch}")
-    if rank == 0 and (run/'state.json').exists() and not (resume or overwrite):
-        raise CliError(f"{str(run)!r} already holds a run (--out): add --resume to continue it, --overwrite to start "
-                       f"again, or choose another --out.")
-    df = _read_data(data, format)   # train_recipe splits it by patient and samples it; RUN/splits.csv says how
-    if quick and (scale or max_epochs): raise CliError("--quick already means --scale 0.25 --max-epochs 1: give one or the other.")
-    if scale or max_epochs: rcp = rcp.scaled(size=scale, max_epochs=max_epochs)
-    t0 = time.time()
-    sizes = '/'.join(str(s.size) for s in (rcp.scaled(quick=True) if quick else rcp).stages)
-    if rank == 0: print(f"Training {recipe} / {arch} ({'pretrained' if pre else 'from scratch'}, {sizes} px"
-          f"{', quick' if quick else ''}) on {data} ({len(df)} images)")
-    bars = sys.stdout.isatty()   # in a log or a pipe: one line per epoch instead of progress bars
-    train_recipe(rcp, df, run, pretrained=pre, weights=weights, quick=quick,
-                 max_per_class=max_per_class, lr_find=lr_find, cache=cache or None, resume=resume,
-                 overwrite=overwrite, device=device, show=bars, cbs=None if bars or rank else [EpochLines()],
-                 distributed=distributed)
-    if distributed: leave_world()   # the ranks part here: rank 0 alone evaluates and writes the report
-    if rank: return dict(run=None, rank=rank)
-    t_train = time.time() - t0
-    res = dict(run=run, seconds_train=t_train)
-    sp = _run_splits(run)   # the split the run used, not a second one made here
-    print('Split: ' + ', '.join(f"{k} {v}" for k, v in sp.split.value_counts().items()))
-    test = sp[sp.split == 'test']
-    if len(test):
-        m = evaluate_run(run, test, run/'report', device=device)
-        res.update(report=run/'report', metrics=m)
-        print(f"Trained in {t_train/60:.1f} min; test split ({len(test)} images):")
-        _print_metrics(m, run/'report')
-    else: print(f"Trained in {t_train/60:.1f} min; the data has no test split, so no report was written.")
-    print(f"Run folder: {run}")
-    return res
+    again = _command('train', train, dict(given, arch=arch, out=str(run)), resume=True)
+    try:
+        with ExitStack() as hold:
+            if rank == 0:   # this command owns --out until it ends: training, then the report
+                hold.enter_context(run_lock(run))
+                try: open_run(run, resume, overwrite, dry=True)   # a run already there: --resume or --overwrite, before any data is read
+                except FileExistsError as e: raise CliError(one_line(e)) from None
+            try: return _train_body()
+            except KeyboardInterrupt: raise KeyboardInterrupt(_interrupted(run, again)) from None
+    finally:
+        if made and run.is_dir() and not any(run.iterdir()): run.rmdir()   # a failed first run leaves no empty --out
 
 # %% ../nbs/08_cli.ipynb #9b6a18a7
 @call_parse
 def evaluate(model:str=None, # run folder written by `covidxr train` (card.json + weights.safetensors)
              data:str=None, # dataset name or path (default: the run's own images and split, RUN/splits.csv)
              format:str='auto', # dataset layout: auto|folder|csv|covidx
+             classes:str=None, # the class set, comma separated: a row of --data/--external with another label is an error (skipped with --skip-bad)
+             label_map:str=None, # rename labels of --data/--external: old=new[,old2=new2] (old= drops those rows)
+             skip_bad:bool=False, # skip images that do not decode and rows with bad labels/paths (listed in metrics.json 'skipped' and on stderr)
              split:str='test', # rows of --data to evaluate: test|valid|train|all (a dataset without splits: all)
              external:str=None, # a second dataset evaluated in full as external validation
              out:str=None, # report folder (default: <model>/eval-<data name>)
@@ -190,19 +262,33 @@ def evaluate(model:str=None, # run folder written by `covidxr train` (card.json 
     "Evaluate a trained run on its own test split or on a dataset (and an external one) and write the report folder"
     if model is None: raise CliError("Which model? Pass --model models/RUN (a folder written by `covidxr train`).")
     run = check_run(model)
-    df = _read_data(data, format) if data else _run_splits(run)
+    opts = dict(classes=classes, label_map=label_map, skip_bad=skip_bad)
+    df = _read_data(data, format, **opts) if data else _run_splits(run)
     sp = df['split'].fillna('').astype(str) if 'split' in df else None
     if split != 'all' and sp is not None and (sp != '').any():
         if split not in ('train', 'valid', 'test'): raise CliError(f"Unknown split {split!r} (--split): use test, valid, train or all.")
         df = df[sp == split]
         if not len(df): raise CliError(f"{data or str(run/'splits.csv')!r} has no {split!r} rows (--split): use --split all to evaluate every image.")
-    ext = _read_data(external, 'auto', '--external') if external else None
+    ext = _read_data(external, 'auto', '--external', **opts) if external else None
+    from covidxr.data import check_images, data_report
+    skipped = []
+    with warnings.catch_warnings():   # every image decodes before the model runs (cached: free the second time)
+        warnings.simplefilter('ignore', UserWarning)
+        df = check_images(df, on_error='skip' if skip_bad else 'raise')
+        if ext is not None: ext = check_images(ext, on_error='skip' if skip_bad else 'raise')
+    for d in (df, ext) if ext is not None else (df,):
+        r = data_report(d); skipped += r[r.action == 'skipped'][['item', 'row', 'problem']].to_dict('records')
+    for s in skipped: print(f"covidxr evaluate: skipped {s['item']}: {s['problem']}", file=sys.stderr)
+    if not len(df): raise CliError("No image left to evaluate (every one was skipped: see the messages above).")
+    if 'label' in df and df['label'].nunique() == 1:
+        print(f"covidxr evaluate: note: every evaluated image is labelled {df['label'].iloc[0]!r}: AUC and specificity are "
+              f"undefined, accuracy is that class's sensitivity.", file=sys.stderr)
     name = Path(str(data)).name.removesuffix('.csv') if data else 'splits'
     out = check_out_dir(out or run/f"eval-{name}")
     print(f"Evaluating {run} on {data or 'its own split (splits.csv)'} ({len(df)} images{'' if split == 'all' else ', split ' + split})"
           + (f" and on {external} ({len(ext)} images, external)" if ext is not None else ''))
     from covidxr.report import evaluate_run
-    m = evaluate_run(run, df, out, external=ext, tta=tta, bs=bs, device=device)
+    m = evaluate_run(run, df, out, external=ext, tta=tta, bs=bs, device=device, **({'meta': dict(skipped=skipped)} if skipped else {}))
     _print_metrics(m, out)
     return dict(report=out, metrics=m)
 
@@ -229,7 +315,7 @@ def predict(*images:str, # image files and/or folders (searched recursively)
     cam_dir = check_out_dir(cam, '--cam') if cam else None
     m, card = load_run(run)
     preds = predict_paths((m, card), files, bs=bs, progress=len(files) > bs)
-    atomic_write(out, preds.to_csv(index=False))
+    atomic_write(out, preds.to_csv(index=False).encode('utf-8', 'surrogateescape'))   # a non-UTF-8 file name: its own bytes
     bad = preds[preds.error != '']
     for r in bad.itertuples(): print(f"covidxr predict: {r.path}: {r.error}", file=sys.stderr)
     counts = preds[preds.error == ''].pred.value_counts()
@@ -420,8 +506,8 @@ def main(argv:list|None=None # arguments after the program name (default: `sys.a
         return 0
     except SystemExit as e:  # argparse: usage errors (2) and --help (0)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except KeyboardInterrupt:
-        print(f"covidxr {cmd}: interrupted", file=sys.stderr); return 130
+    except KeyboardInterrupt as e:   # Ctrl-C: one line (what was kept, how to go on), no traceback
+        print(f"covidxr {cmd}: interrupted" + (f": {e.args[0]}" if e.args else ''), file=sys.stderr); return 130
     except Exception as e:
         if debug: traceback.print_exc()
         print(f"covidxr {cmd}: error: {one_line(e)}", file=sys.stderr)

@@ -4,16 +4,20 @@
 
 # %% ../nbs/00_core.ipynb #77b7309b
 from __future__ import annotations
-import os, json, socket, tempfile, threading, platform, shutil, secrets, time
+import os, json, random, socket, threading, platform, shutil, secrets, time
+from fnmatch import fnmatch
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
 from fastai.torch_core import set_seed
+from fastcore.foundation import L
 
 # %% auto #0
-__all__ = ['seed_everything', 'pick_device', 'atomic_write', 'save_json', 'load_json', 'swap_dir', 'RunLockedError', 'run_lock',
-           'lib_versions', 'DatasetNotFoundError', 'project_root', 'data_search_paths', 'find_dataset',
-           'MissingWeightsError', 'weights_source', 'resolve_weights', 'load_state_file']
+__all__ = ['RUN_FILES', 'seed_everything', 'pick_device', 'atomic_file', 'atomic_write', 'save_json', 'load_json', 'swap_dir',
+           'RunLockedError', 'run_lock', 'run_files', 'clear_run', 'open_run', 'rng_states', 'set_rng_states',
+           'kept_rng', 'plain', 'save_checkpoint', 'load_checkpoint', 'dict_changes', 'data_changes', 'lib_versions',
+           'DatasetNotFoundError', 'project_root', 'data_search_paths', 'find_dataset', 'MissingWeightsError',
+           'weights_source', 'resolve_weights', 'load_state_file']
 
 # %% ../nbs/00_core.ipynb #2ebe3055
 def seed_everything(seed:int=42, # the seed for `random`, NumPy and torch
@@ -39,18 +43,25 @@ def pick_device(device:str|None=None # 'cpu', 'cuda', 'cuda:1', 'mps'; default: 
     return torch.device('cpu')
 
 # %% ../nbs/00_core.ipynb #a1639622
+@contextmanager
+def atomic_file(path:str|Path # the final file name
+               ):
+    "Yield a temporary path beside `path` to write; on success it is renamed to `path` (atomically), on error removed"
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent/f'.{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp'
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))   # the umask's permissions, as `open` (mkstemp: 0600)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True); raise
+
 def atomic_write(path:str|Path, # final file name
                  data:str|bytes # the content
                 )->Path:
     "Write `data` to `path` through a temporary file in the same folder and an atomic rename"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f: f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
+    with atomic_file(path) as tmp: tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 def _json_default(o):
     if isinstance(o, Path): return str(o)
@@ -115,7 +126,7 @@ def run_lock(folder:str|Path # the run folder (created when missing)
     folder.mkdir(parents=True, exist_ok=True)
     f = folder/'.lock'
     while True:
-        fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o666)
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
@@ -136,6 +147,126 @@ def run_lock(folder:str|Path # the run folder (created when missing)
         if made:
             try: folder.rmdir()   # only when empty
             except OSError: pass
+
+# %% ../nbs/00_core.ipynb #fb730f65
+RUN_FILES = ('state.json', 'config.json', 'checkpoint.pth', 'history.csv', 'splits.csv', 'weights.safetensors', 'card.json',
+             'skipped.csv', 'stages', 'report', 'eval-*', '.best.safetensors', '.*.tmp', '.*.old')   # what `train_recipe`, `evaluate_run` and the CLI write in a run folder
+
+def run_files(folder:str|Path # a run folder
+             )->list:
+    "The names in `folder` that belong to a covidxr run (`RUN_FILES`), sorted; anything else there is not the run's"
+    folder = Path(folder)
+    if not folder.is_dir(): return []
+    return sorted(p.name for p in folder.iterdir() if any(fnmatch(p.name, g) for g in RUN_FILES))
+
+def clear_run(folder:str|Path # a run folder
+             )->list:
+    "Remove the run's files from `folder` (`run_files`; other files stay); returns their names"
+    names = run_files(folder)
+    for n in names:
+        p = Path(folder)/n
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
+        else: p.unlink(missing_ok=True)
+    return names
+
+def open_run(folder:str|Path, # the run folder
+             resume:bool=False, # continue the run in `folder`
+             overwrite:bool=False, # remove the run in `folder` and start again
+             dry:bool=False # only check (remove nothing)
+            )->dict|None:
+    "The stored state of the run in `folder` to resume, or None to start afresh (old run files removed); `FileExistsError` when neither was asked for"
+    folder = Path(folder); names = run_files(folder); sfile = folder/'state.json'
+    if not names: return None
+    try: state = load_json(sfile) if sfile.exists() else None
+    except (ValueError, OSError): state = None   # unreadable: as if missing
+    leftover = isinstance(state, dict) and not state.get('done') and not (folder/'checkpoint.pth').exists()   # stopped before its first epoch ended
+    if isinstance(state, dict) and resume and not leftover: return state
+    if overwrite or leftover:
+        if not dry: clear_run(folder)
+        return None
+    if not isinstance(state, dict):
+        raise FileExistsError(f"{str(folder)!r} holds files of a run ({', '.join(names)}) but no usable state.json to resume from: "
+                              f"pass overwrite=True (--overwrite) to replace them, or choose another folder (--out)")
+    raise FileExistsError(f"{str(folder)!r} already holds a run (stages done: {state.get('done')}, {state.get('run_epoch', 0)} epochs): "
+                          f"pass resume=True (--resume) to continue it, overwrite=True (--overwrite) to start again, or choose another folder (--out)")
+
+# %% ../nbs/00_core.ipynb #f297eda7
+def rng_states(*loaders # fastai DataLoaders whose own `rng` (shuffling) is saved too
+              )->dict:
+    "The state of Python's, NumPy's, torch's (and CUDA's) random generators and of `loaders`' `rng`, as lists and tensors"
+    v, keys, g = random.getstate(); n = np.random.get_state()
+    return dict(python=[v, list(keys), g], numpy=[n[0], n[1].tolist(), int(n[2]), int(n[3]), float(n[4])],
+                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                loaders=[[s[0], list(s[1]), s[2]] for s in (dl.rng.getstate() for dl in loaders)])
+
+def _py_state(s): return (s[0], tuple(s[1]), s[2])
+
+def set_rng_states(st:dict, # from `rng_states`
+                   *loaders # the DataLoaders, in the order given to `rng_states`
+                  ):
+    "Put every random generator back in the state `st` records"
+    random.setstate(_py_state(st['python']))
+    n = st['numpy']; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(st['torch'])
+    if st['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
+    for dl, s in zip(loaders, st['loaders']): dl.rng.setstate(_py_state(s))
+
+@contextmanager
+def kept_rng():
+    "The global random generators are as before the block when it ends: what runs in it draws nothing, as far as later code can tell"
+    st = rng_states()
+    try: yield
+    finally: set_rng_states(st)
+
+def plain(o):
+    "`o` with NumPy scalars and arrays turned into Python numbers and lists, tensor subclasses (fastai's) into tensors, in nested dicts/lists"
+    if isinstance(o, torch.Tensor): return o if type(o) is torch.Tensor else o.as_subclass(torch.Tensor)
+    if isinstance(o, dict): return {k: plain(v) for k, v in o.items()}
+    if isinstance(o, tuple): return tuple(plain(v) for v in o)
+    if isinstance(o, (list, L)): return [plain(v) for v in o]   # fastcore's L too (fastai optimizer hypers)
+    if isinstance(o, np.ndarray): return o.tolist()
+    if isinstance(o, np.generic): return o.item()
+    return o
+
+def save_checkpoint(obj:dict, # tensors, numbers, strings, and lists/dicts of them (NumPy values are converted)
+                    path:str|Path
+                   )->Path:
+    "Save `obj` with `torch.save`, atomically"
+    with atomic_file(path) as tmp: torch.save(plain(obj), tmp)
+    return Path(path)
+
+def load_checkpoint(path:str|Path)->dict:
+    "Read a `save_checkpoint` file on the CPU without unpickling arbitrary objects; a damaged file is named in a `ValueError`"
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f"Checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {' '.join(str(e).split('WeightsUnpickler error:')[-1].split())[:200]}): "
+                         f"start the run again (overwrite=True, --overwrite)") from None
+
+# %% ../nbs/00_core.ipynb #c17d3373
+def dict_changes(old, # a JSON-like value (dicts, lists, scalars)
+                 new, prefix:str=''
+                )->list:
+    "What differs between two JSON-like values, as `'key.path: old -> new'` strings"
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in [*old, *(k for k in new if k not in old)]
+                for c in dict_changes(old.get(k, '<missing>'), new.get(k, '<missing>'), f'{prefix}.{k}' if prefix else str(k))]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [c for i, (a, b) in enumerate(zip(old, new)) for c in dict_changes(a, b, f'{prefix}[{i}]')]
+    return [] if old == new else [f'{prefix}: {old!r} -> {new!r}']
+
+def data_changes(old, # the rows a run saw (`RUN/splits.csv`): path, label, split
+                 new # the rows offered now
+                )->list:
+    "How the (path, label, split) rows of `new` differ from `old`'s: images added, missing, relabelled, moved to another split"
+    o, n = (d.astype({'path': str}).drop_duplicates('path').set_index('path') for d in (old, new))
+    add, gone, both = n.index.difference(o.index), o.index.difference(n.index), n.index.intersection(o.index)
+    out = [f"{len(add)} images the run did not have (e.g. {add[0]})"] if len(add) else []
+    if len(gone): out.append(f"{len(gone)} of the run's images missing (e.g. {gone[0]})")
+    for c in ('label', 'split'):
+        if c in o and c in n:
+            ch = both[(o.loc[both, c].astype(str) != n.loc[both, c].astype(str)).to_numpy()]
+            if len(ch): out.append(f"{len(ch)} images with another {c} (e.g. {ch[0]}: {o.loc[ch[0], c]} -> {n.loc[ch[0], c]})")
+    return out
 
 # %% ../nbs/00_core.ipynb #fae323e5
 def lib_versions()->dict:

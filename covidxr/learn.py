@@ -4,25 +4,30 @@
 
 # %% ../nbs/03_learn.ipynb #97535c08
 from __future__ import annotations
-import copy, hashlib, json, time, warnings
+import copy, hashlib, json, os, time, warnings
+from contextlib import nullcontext
 from pathlib import Path
+from dataclasses import dataclass
 from functools import partial
 import numpy as np, pandas as pd, torch
 from sklearn.metrics import f1_score, recall_score
 from fastai.vision.all import (Learner, Callback, Recorder, Adam, RAdam, SGD, CrossEntropyLossFlat, accuracy,
-                               skm_to_fastai, AvgMetric, Normalize, ReduceLROnPlateau, ChannelsLast, ParamScheduler, L)
+                               skm_to_fastai, AvgMetric, Normalize, ReduceLROnPlateau, ChannelsLast, ParamScheduler, L, TrackerCallback)
+from fastai.torch_core import to_device
+from fastcore.basics import store_attr
 from .core import seed_everything, pick_device, atomic_write, save_json, load_json, lib_versions, \
-    find_dataset, load_state_file, resolve_weights, MissingWeightsError, run_lock
+    find_dataset, load_state_file, resolve_weights, MissingWeightsError, run_lock, open_run, clear_run, rng_states, \
+    set_rng_states, kept_rng, save_checkpoint, load_checkpoint, dict_changes, data_changes
 from .models import create_cxr_model, get_arch, ArchSpec, arch_weights
-from .data import cxr_dls, read_dataset, make_splits
+from .data import cxr_dls, read_dataset, make_splits, check_data
 from .recipes import Step, Stage, Recipe, override, scaled, SEED002_TABLE3, RECIPES, get_recipe
 _all_ = ['Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES', 'get_recipe']   # re-exported: `from covidxr.learn import get_recipe` keeps working
 
 # %% auto #0
-__all__ = ['cxr_metrics', 'dls_stats', 'set_dls_stats', 'class_weights_for', 'cxr_learner', 'MultiStepLR', 'epoch_values',
-           'StageLogger', 'EpochLines', 'scheduled_peak_lrs', 'trainable_groups', 'save_weights', 'BestKeeper',
-           'data_fingerprint', 'input_stats', 'train_recipe', 'covid_resnet', 'Step', 'Stage', 'Recipe', 'override',
-           'scaled', 'SEED002_TABLE3', 'RECIPES', 'get_recipe']
+__all__ = ['cxr_metrics', 'dls_stats', 'set_dls_stats', 'class_weights_for', 'LearnerInfo', 'cxr_learner', 'MultiStepLR',
+           'epoch_values', 'StageLogger', 'EpochLines', 'scheduled_peak_lrs', 'trainable_groups', 'save_weights',
+           'BestKeeper', 'data_fingerprint', 'fit_state', 'ResumeFit', 'RunCheckpoint', 'input_stats', 'train_recipe',
+           'covid_resnet', 'Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES', 'get_recipe']
 
 # %% ../nbs/03_learn.ipynb #a9881926
 def _f1_macro(y_true, y_pred): return f1_score(y_true, y_pred, average='macro', zero_division=0)
@@ -76,6 +81,27 @@ def class_weights_for(labels, # training labels
     if len(weights) != len(vocab): raise ValueError(f"{len(weights)} class weights for {len(vocab)} classes {vocab}")
     return torch.tensor([float(w) for w in weights], dtype=torch.float32)
 
+# %% ../nbs/03_learn.ipynb #c4d5e6f2
+@dataclass
+class LearnerInfo:
+    "What `cxr_learner` built and `train_recipe` ran: `learn.cxr`"
+    arch:str # registry name (`covidxr.models.ARCHS`)
+    model:str # the library's model name
+    lib:str # 'torchvision', 'timm' or 'covidxr'
+    head:str # a `covidxr.models.HEADS` name
+    pretrained:bool # the body started from ImageNet weights (a resumed run: as the recipe says)
+    classes:list # class names, in the model's output order
+    precision:str='fp32' # 'fp32', 'fp16' or 'bf16' (what the learner actually trains in)
+    channels_last:bool=False # channels-last memory format
+    weights_tag:str|None=None # ImageNet weights version asked for (None: the registry's)
+    class_weights:list|None=None # per-class loss weights, in `classes` order
+    monitor:str|None=None # train_recipe: the logged value the best epoch and `ReduceLROnPlateau` follow
+    run_dir:Path|None=None # train_recipe: the run folder
+    recipe:Recipe|None=None # train_recipe: the recipe it ran
+    state:dict|None=None # train_recipe: the run state (as in state.json: stages done, best epoch, ...)
+    @property
+    def n_out(self)->int: "Number of classes"; return len(self.classes)
+
 # %% ../nbs/03_learn.ipynb #72d5ee5d
 def _train_labels(dls): return [dls.vocab[int(y)] for _, y in dls.train_ds]
 
@@ -113,16 +139,16 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
             learn = learn.to_bf16() if mode == 'bf16' else learn.to_fp16(); precision = mode
         else: warnings.warn(f"mixed_precision={mixed_precision!r} needs CUDA; training in fp32 on {dls.device}")
     if channels_last: learn.add_cb(ChannelsLast())
-    learn.cxr = dict(arch=spec.name, model=spec.model, lib=spec.lib, head=head or spec.head, pretrained=pretrained,
-                     n_out=len(vocab), classes=vocab, precision=precision, channels_last=channels_last, weights_tag=weights_tag,
-                     class_weights=None if cw is None else cw.tolist())
+    learn.cxr = LearnerInfo(arch=spec.name, model=spec.model, lib=spec.lib, head=head or spec.head, pretrained=pretrained,
+                            classes=vocab, precision=precision, channels_last=channels_last, weights_tag=weights_tag,
+                            class_weights=None if cw is None else cw.tolist())
     return learn
 
 # %% ../nbs/03_learn.ipynb #b6497e1f
 class MultiStepLR(Callback):
     "PyTorch's `MultiStepLR` for a fastai fit: every group's LR times `gamma` for each milestone epoch passed"
     order = 60
-    def __init__(self, milestones, gamma=0.1): self.milestones, self.gamma = list(milestones), gamma
+    def __init__(self, milestones, gamma=0.1): store_attr(); self.milestones = list(milestones)
     def before_fit(self): self.base = [h['lr'] for h in self.opt.hypers]
     def before_batch(self):
         if not self.training: return
@@ -191,19 +217,26 @@ def save_weights(model, path)->Path:
     return atomic_write(path, save(sd))
 
 # %% ../nbs/03_learn.ipynb #75dd2717
-class BestKeeper(Callback):
-    "Keep the best weights of the whole run (by `monitor`) in `fname`, and remember where they came from"
-    order = Recorder.order + 2
-    def __init__(self, fname, monitor:str, info:dict, state:dict):
-        self.fname, self.monitor, self.info, self.state = Path(fname), monitor, info, state
-        self.lower = 'loss' in monitor
+class BestKeeper(TrackerCallback):
+    "fastai's `TrackerCallback` over the whole run: save the best weights (by `monitor`) in `fname`, and record where they came from in `state['best']`"
+    order = Recorder.order + 2   # after StageLogger, before RunCheckpoint commits the epoch
+    def __init__(self, fname, # where the best weights go (RunCheckpoint then commits them)
+                 monitor:str, # a logged value: 'valid_loss' (lower is better), a metric (higher is better)
+                 info:dict, # stored with the best: stage, step, size, ...
+                 state:dict # the run state; its 'best' carries the best value over fits and resumes
+                ):
+        super().__init__(monitor=monitor, reset_on_fit=False)
+        self.fname, self.info, self.state = Path(fname), info, state
+        if state.get('best'): self.best = state['best']['value']
+    def before_fit(self):
+        names = list(self.recorder.metric_names[1:])
+        if self.monitor not in names: raise KeyError(f"monitor {self.monitor!r} is not among the logged values {[n for n in names if n != 'time']}")
+        super().before_fit()
     def after_epoch(self):
-        vals = epoch_values(self.learn)
-        if self.monitor not in vals: raise KeyError(f"monitor {self.monitor!r} is not among the logged values {list(vals)}")
-        v = float(vals[self.monitor]); b = self.state.get('best')
-        if b is None or (v < b['value'] if self.lower else v > b['value']):
-            save_weights(self.learn.model, self.fname)
-            self.state['best'] = dict(self.info, epoch=self.epoch, monitor=self.monitor, value=v)
+        super().after_epoch()
+        if not self.new_best: return
+        save_weights(self.learn.model, self.fname)
+        self.state['best'] = dict(self.info, epoch=self.epoch, monitor=self.monitor, value=float(self.best))
 
 # %% ../nbs/03_learn.ipynb #ee15e9eb
 def data_fingerprint(df:pd.DataFrame)->str:
@@ -211,6 +244,50 @@ def data_fingerprint(df:pd.DataFrame)->str:
     cols = [c for c in ('path', 'label', 'split') if c in df.columns]
     s = df[cols].astype(str).sort_values(cols).to_csv(index=False)
     return hashlib.sha256(s.encode()).hexdigest()[:16]
+
+# %% ../nbs/03_learn.ipynb #eea0907c
+def fit_state(learn)->dict:
+    "What a fit carries from one epoch to the next besides model and optimizer: smoothed loss, LRs, plateau tracker, AMP scaler"
+    sl, sc = learn.recorder.smooth_loss, getattr(learn, 'scaler', None)
+    pl = [dict(best=float(c.best), wait=int(c.wait)) for c in learn.cbs if isinstance(c, ReduceLROnPlateau)]
+    return dict(smooth=[sl.val.detach().cpu(), sl.count], lrs=[h['lr'] for h in learn.opt.hypers], plateau=pl[0] if pl else None,
+                scaler=sc.state_dict() if sc is not None else None)
+
+class ResumeFit(Callback):
+    "Continue a fit of `n_epoch` epochs at epoch `start` (the fit runs `n_epoch - start` epochs), with the fit state `saved`"
+    order = -20   # before every other callback's before_epoch
+    def __init__(self, start:int, n_epoch:int, saved:dict): self.start, self.n, self.saved = start, n_epoch, saved
+    def before_fit(self): self.first = True
+    def before_epoch(self):
+        self.learn.epoch += self.start; self.learn.n_epoch = self.n   # one-cycle position: epoch/n_epoch, as uninterrupted
+        if not self.first: return
+        self.first, s = False, self.saved
+        self.learn.recorder.smooth_loss.val, self.learn.recorder.smooth_loss.count = s['smooth']
+        for h, lr in zip(self.opt.hypers, s['lrs']): h['lr'] = lr
+        for c in self.learn.cbs:
+            if isinstance(c, ReduceLROnPlateau) and s['plateau']: c.best, c.wait = s['plateau']['best'], s['plateau']['wait']
+        if s['scaler'] and getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(s['scaler'])
+
+class RunCheckpoint(Callback):
+    "After every epoch commit the run in `out`: checkpoint.pth, then the best weights and state.json (a stage's end: its weights)"
+    order = Recorder.order + 3   # after StageLogger and BestKeeper
+    def __init__(self, out, state:dict, pos:tuple, lrs:tuple, log:StageLogger, stage_end:str|None=None, final:bool=False):
+        self.out, self.state, self.pos, self.lrs, self.log, self.stage_end, self.final = Path(out), state, pos, lrs, log, stage_end, final
+    def after_epoch(self):
+        st, m = self.state, self.learn.model
+        if isinstance(m, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)): m = m.module
+        st['run_epoch'] = self.log.run_epoch
+        if self.stage_end and self.epoch == self.n_epoch - 1:   # the stage's last epoch
+            save_weights(m, self.out/'stages'/f'{self.stage_end}.safetensors'); st['done'].append(self.stage_end)
+            if self.final: st['best'] = dict(self.log.info, epoch=self.epoch, monitor='final', value=None)
+        new = st['best'] is not None and 'run_epoch' not in st['best']   # BestKeeper (or 'final') just set it
+        if new: st['best']['run_epoch'] = st['run_epoch'] - 1
+        st['pos'] = dict(stage=self.pos[0], step=self.pos[1], epoch=self.epoch, lrs=list(self.lrs))
+        save_checkpoint(dict(format='covidxr-checkpoint/1', state=st, model=m.state_dict(), opt=self.learn.opt.state_dict(),
+                             fit=fit_state(self.learn), rng=rng_states(*self.learn.dls.loaders)), self.out/'checkpoint.pth')
+        if (self.out/'.best.safetensors').exists(): os.replace(self.out/'.best.safetensors', self.out/'weights.safetensors')
+        elif new: save_weights(m, self.out/'weights.safetensors')
+        save_json(st, self.out/'state.json')
 
 # %% ../nbs/03_learn.ipynb #dfd68fdc
 def _opt_func(r:Recipe):
@@ -236,9 +313,10 @@ def _prepare_df(data, r:Recipe, max_per_class:int|None=None)->pd.DataFrame:
         df.attrs = attrs
     return df
 
-def _fit_step(learn, t:Step, cbs:list, lr_find:bool=False)->tuple:
-    "Freeze/unfreeze, pick LRs, and fit one step"
+def _step_lrs(learn, t:Step, lr_find:bool=False, lrs:tuple|None=None)->tuple:
+    "Freeze/unfreeze for step `t` and pick its (lowest, peak) LR: `lrs` (a resumed step's), the recipe's, or the LR finder's"
     learn.freeze() if t.frozen else learn.unfreeze()
+    if lrs is not None: return tuple(lrs)
     hi, lo = t.lr, t.lr_lo
     if t.lr_find or lr_find:
         sug = float(learn.lr_find(show_plot=False).valley)
@@ -246,16 +324,20 @@ def _fit_step(learn, t:Step, cbs:list, lr_find:bool=False)->tuple:
         if tmp.is_dir() and not any(tmp.iterdir()): tmp.rmdir()   # lr_find's scratch folder
         if lo is not None: lo = lo*sug/hi
         hi = sug
+    return lo, hi
+
+def _fit_step(learn, t:Step, lrs:tuple, cbs:list, start:int=0):
+    "Fit step `t` at `lrs` = (lowest, peak) from epoch `start` (a resumed step: `cbs` hold its `ResumeFit`)"
+    lo, hi = lrs
     lr = slice(lo, hi) if (lo is not None and not t.frozen) else hi
     cbs = list(cbs)
-    if t.schedule == 'one_cycle': learn.fit_one_cycle(t.epochs, lr_max=lr, cbs=cbs)
+    if t.schedule == 'one_cycle': learn.fit_one_cycle(t.epochs - start, lr_max=lr, cbs=cbs)
     elif t.schedule in ('multistep', 'constant', 'plateau'):
         if t.schedule == 'multistep': cbs.append(MultiStepLR(t.milestones, t.gamma))
         if t.schedule == 'plateau':
-            cbs.append(ReduceLROnPlateau(monitor=learn._cxr_monitor, factor=1/t.factor, patience=t.patience, min_lr=t.min_lr))
-        learn.fit(t.epochs, lr=lr, cbs=cbs)
+            cbs.append(ReduceLROnPlateau(monitor=learn.cxr.monitor, factor=1/t.factor, patience=t.patience, min_lr=t.min_lr))
+        learn.fit(t.epochs - start, lr=lr, cbs=cbs)
     else: raise ValueError(f"Unknown schedule {t.schedule!r}")
-    return lo, hi
 
 # %% ../nbs/03_learn.ipynb #93d2e860
 def input_stats(dls, r:Recipe, state:dict|None=None)->tuple:
@@ -279,20 +361,42 @@ from .inference import model_card, save_card   # the one card writer
 
 def _card(learn, r:Recipe, state:dict, df, stats)->dict:
     b = state['best']
-    return model_card(learn.cxr['arch'], learn.cxr['classes'], size=b['size'], resize=r.resize, head=learn.cxr['head'],
-                      mean=stats[0] if stats else None, std=stats[1] if stats else None, model=learn.cxr['model'],
-                      lib=learn.cxr['lib'], pretrained=learn.cxr['pretrained'], recipe=r.name, best=b,
+    i = learn.cxr
+    return model_card(i.arch, i.classes, size=b['size'], resize=r.resize, head=i.head,
+                      mean=stats[0] if stats else None, std=stats[1] if stats else None, model=i.model,
+                      lib=i.lib, pretrained=i.pretrained, recipe=r.name, best=b,
                       data_fingerprint=data_fingerprint(df), data_root=str(df.attrs.get('root', '')))
 
 # %% ../nbs/03_learn.ipynb #d5a02666
+def _next_pos(r:Recipe, pos:dict|None)->tuple:
+    "(stage, step, epoch) to run after the checkpoint at `pos` (None: the start)"
+    if not pos: return 0, 0, 0
+    i, j, e = pos['stage'], pos['step'], pos['epoch'] + 1
+    if e >= r.stages[i].steps[j].epochs: j, e = j + 1, 0
+    if j >= len(r.stages[i].steps): i, j = i + 1, 0
+    return i, j, e
+
+def _check_resume(out:Path, r:Recipe, state:dict, df):
+    "A resumed run continues only with the recipe and data it started with"
+    old = load_json(out/'config.json') if (out/'config.json').exists() else dict(data={})
+    diff = dict_changes(state['recipe'], json.loads(json.dumps(r.to_dict())))
+    if diff: raise ValueError(f"resume: the recipe differs from the one in {out/'config.json'} ({'; '.join(diff[:5])}): "
+                              f"resume with the same recipe and options, use another `out`, or start again (overwrite=True, --overwrite)")
+    fp, was = data_fingerprint(df), state.get('data_fingerprint') or old['data'].get('fingerprint')
+    if was and fp != was:
+        why = data_changes(pd.read_csv(out/'splits.csv', dtype=str, keep_default_na=False), df) if (out/'splits.csv').exists() else []
+        raise ValueError(f"resume: the data differs from the run's in {out} (fingerprint {fp}, the run's {was}"
+                         f"{': ' + '; '.join(why) if why else ''}): resume with the same data and options (--max-per-class, "
+                         f"--valid-pct, --seed), or start again (overwrite=True, --overwrite)")
+
 def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
                  data='cxr-mini', # a DataFrame (covidxr.data contract) or a dataset name/path for `read_dataset`
                  out:str|Path='models/run', # the run folder
                  arch:str|None=None, # override the recipe's architecture
                  pretrained:bool|None=None, # override the recipe's `pretrained`
                  quick:bool=False, # `recipe.scaled(quick=True)`: small images, 1 epoch per step
-                 resume:bool=False, # continue a stopped run in `out` at its next stage
-                 overwrite:bool=False, # start over even if `out` holds a run
+                 resume:bool=False, # continue a stopped run in `out` after its last completed epoch
+                 overwrite:bool=False, # start over even if `out` holds a run (its files are removed first)
                  stop_after:str|None=None, # stop after this stage (resume later)
                  lr_find:bool=False, # pick every step's peak LR with fastai's LR finder
                  weights:str|Path|None=None, # explicit ImageNet weights file for the body
@@ -300,103 +404,110 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
                  device:str|None=None, # 'cpu', 'cuda', ...; default `pick_device()`
                  num_workers:int=0, # DataLoader workers
                  cache=None, # `cxr_dls` image cache (True: decoded, downsized copies; faster epochs)
+                 on_error:str='raise', # an image that does not decode (every one is, before training: `check_data`): 'raise', or 'skip' it (listed in RUN/skipped.csv)
                  cbs:list|None=None, # extra fastai callbacks for every fit
                  show:bool=True, # fastai's progress bars and tables
                  distributed:bool=False # DDP through `accelerate` when started by a launcher (`covidxr.distrib`); rank 0 alone writes `out`
                 )->Learner:
-    "Run `recipe` on `data`, writing config.json, history.csv, stages/*.safetensors, weights.safetensors and card.json"
+    "Run `recipe` on `data`, writing config.json, splits.csv, history.csv, checkpoint.pth, stages/*.safetensors, weights.safetensors and card.json"
     if isinstance(recipe, str): r = get_recipe(recipe, **({'arch': arch} if arch else {}))   # seed002: per-arch Table 3
     else: r = override(recipe, arch=arch) if arch else copy.deepcopy(recipe)
     if pretrained is not None: r.pretrained = pretrained
     if quick: r = r.scaled(quick=True)
     from covidxr.distrib import rank_out, rank_device, distrib_fit
-    out = rank_out(out) if distributed else Path(out); sfile = out/'state.json'
+    out = rank_out(out) if distributed else Path(out); ckf = out/'checkpoint.pth'
     with run_lock(out):   # one writer per run folder: a second train into `out` is refused, naming the holder
-        state = load_json(sfile) if sfile.exists() else None
-        if state and not (resume or overwrite):
-            raise FileExistsError(f"{out} already holds a run (stages done: {state['done']}); pass resume=True to continue "
-                                  f"it or overwrite=True to start again")
-        if state and overwrite and not resume: state = None
-        if resume and state:
-            if state['recipe'] != json.loads(json.dumps(r.to_dict())):
-                raise ValueError(f"resume: the recipe differs from the one in {out/'config.json'}; use another `out`")
-        spec = get_arch(r.arch)
-        if r.pretrained and not (state and state['done']):   # no ImageNet weights: fail now, before writing anything
-            if spec.lib == 'covidxr': raise MissingWeightsError(f"{spec.name!r} has no ImageNet weights: use pretrained=False")
-            arch_weights(spec, weights, r.imagenet_weights)
-        if state is None:
-            for f in ('history.csv', 'weights.safetensors', 'card.json'): (out/f).unlink(missing_ok=True)
-        df = _prepare_df(data, r, max_per_class)
-        if state is None or not (out/'splits.csv').exists():   # the split and subset this run trains on, read back by `covidxr evaluate`
-            atomic_write(out/'splits.csv', df[[c for c in ('path', 'label', 'patient_id', 'source', 'split') if c in df]].drop_duplicates().to_csv(index=False))
-        if r.evaluate not in ('best', 'final'): raise ValueError(f"evaluate={r.evaluate!r}: use 'best' or 'final'")
-        if r.evaluate == 'best' and not (df['split'] == 'valid').any():
-            raise ValueError(f"recipe {r.name!r} keeps the best epoch on the validation split, but the data has none "
-                             f"(valid_pct={r.valid_pct}): set valid_pct > 0, give a 'valid' split, or use evaluate='final'")
-        dev = rank_device(device) if distributed else pick_device(device)
-        vocab = state['classes'] if state else sorted(df['label'].unique())
-        if state is None:
-            state = dict(recipe=r.to_dict(), classes=vocab, done=[], best=None, run_epoch=0)
-            config = dict(recipe=r.to_dict(), quick=quick, data=dict(root=str(df.attrs.get('root', '')),
-                          fingerprint=data_fingerprint(df), n=df.groupby(['split', 'label']).size().unstack(fill_value=0).to_dict(),
-                          max_per_class=max_per_class), seed=r.seed, device=str(dev),
-                          precision=('bf16' if r.mixed_precision == 'bf16' else 'fp16') if r.mixed_precision and dev.type == 'cuda' else 'fp32', lr_find=lr_find, lib_versions=lib_versions())
-            save_json(config, out/'config.json'); save_json(state, sfile)
-        hist = out/'history.csv'
-        if hist.exists():   # drop the rows of a stage that was interrupted: it is run again
-            h = pd.read_csv(hist); h = h[h['stage'].isin(state['done'])]
-            atomic_write(hist, h.to_csv(index=False)); state['run_epoch'] = len(h)
-        learn = None
-        for i, s in enumerate(r.stages):
-            if s.name in state['done']: continue
-            seed_everything(r.seed + i)
-            dls = cxr_dls(df, size=s.size, bs=s.bs or r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed,
-                          num_workers=num_workers, cache=cache, device=dev)
-            if learn is None:
-                learn = cxr_learner(dls, r.arch, pretrained=r.pretrained and not state['done'], weights=weights if not state['done'] else None,
+        state = open_run(out, resume, overwrite)   # None: a fresh run (the old run's files, if any, are gone)
+        fresh = state is None
+        try: return _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, device, num_workers, cache, cbs,
+                           show, distributed, quick, distrib_fit, rank_device, on_error)
+        except BaseException:
+            if fresh and not ckf.exists(): clear_run(out)   # failed before its first epoch ended: leave no half-made run
+            raise
+
+def _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, device, num_workers, cache, cbs, show,
+           distributed, quick, distrib_fit, rank_device, on_error):
+    sfile, ckf, hist = out/'state.json', out/'checkpoint.pth', out/'history.csv'
+    ck = load_checkpoint(ckf) if state and ckf.exists() else None
+    if state and not ck and len(state['done']) < len(r.stages):
+        raise ValueError(f"{out} holds no checkpoint.pth to resume from (a run written before checkpoints): start again (overwrite=True, --overwrite)")
+    if ck: state = ck['state']   # the commit point: state.json may lag behind it
+    spec = get_arch(r.arch)
+    if r.pretrained and ck is None:   # no ImageNet weights: fail now, before writing anything
+        if spec.lib == 'covidxr': raise MissingWeightsError(f"{spec.name!r} has no ImageNet weights: use pretrained=False")
+        arch_weights(spec, weights, r.imagenet_weights)
+    df = _prepare_df(data, r, max_per_class)
+    df = check_data(df, on_error=on_error, out=out)   # every image decodes and there are two classes, before any epoch
+    if state: _check_resume(out, r, state, df)
+    if state is None or not (out/'splits.csv').exists():   # the split and subset this run trains on, read back by `covidxr evaluate`
+        atomic_write(out/'splits.csv', df[[c for c in ('path', 'label', 'patient_id', 'source', 'split') if c in df]].drop_duplicates().to_csv(index=False))
+    if r.evaluate not in ('best', 'final'): raise ValueError(f"evaluate={r.evaluate!r}: use 'best' or 'final'")
+    if r.evaluate == 'best' and not (df['split'] == 'valid').any():
+        raise ValueError(f"recipe {r.name!r} keeps the best epoch on the validation split, but the data has none "
+                         f"(valid_pct={r.valid_pct}): set valid_pct > 0, give a 'valid' split, or use evaluate='final'")
+    dev = rank_device(device) if distributed else pick_device(device)
+    vocab = state['classes'] if state else sorted(df['label'].unique())
+    if state is None:
+        state = dict(recipe=r.to_dict(), classes=vocab, done=[], best=None, run_epoch=0, data_fingerprint=data_fingerprint(df))
+        config = dict(recipe=r.to_dict(), quick=quick, data=dict(root=str(df.attrs.get('root', '')),
+                      fingerprint=data_fingerprint(df), n=df.groupby(['split', 'label']).size().unstack(fill_value=0).to_dict(),
+                      max_per_class=max_per_class), seed=r.seed, device=str(dev),
+                      precision=('bf16' if r.mixed_precision == 'bf16' else 'fp16') if r.mixed_precision and dev.type == 'cuda' else 'fp32', lr_find=lr_find, lib_versions=lib_versions())
+        save_json(config, out/'config.json'); save_json(state, sfile)
+    (out/'.best.safetensors').unlink(missing_ok=True)   # best weights a kill left uncommitted
+    if hist.exists():   # drop the rows after the checkpoint: those epochs run again
+        h = pd.read_csv(hist); atomic_write(hist, h[h['run_epoch'] < state['run_epoch']].to_csv(index=False))
+    nxt = (len(r.stages), 0, 0) if len(state['done']) == len(r.stages) else _next_pos(r, state.get('pos'))
+    learn = None
+    for i, s in enumerate(r.stages):
+        if i < nxt[0]: continue
+        seed_everything(r.seed + i)
+        dls = cxr_dls(df, size=s.size, bs=s.bs or r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed,
+                      num_workers=num_workers, cache=cache, device=dev)
+        if learn is None:
+            with kept_rng() if ck else nullcontext():   # resumed: building the learner must not move the generators
+                learn = cxr_learner(dls, r.arch, pretrained=r.pretrained and ck is None, weights=weights if ck is None else None,
                                     head=r.head, weights_tag=r.imagenet_weights, drop_path=r.drop_path, class_weights=r.class_weights, mixed_precision=r.mixed_precision if dev.type == 'cuda' else False,
                                     channels_last=r.channels_last, path=out, opt_func=_opt_func(r), wd=r.wd)
-                learn.cxr['pretrained'] = r.pretrained
+                learn.cxr.pretrained = r.pretrained
                 input_stats(dls, r, state)
-                learn._cxr_monitor = r.monitor
-                if state['done']:
-                    prev = out/'stages'/f"{state['done'][-1]}.safetensors"
-                    learn.model.load_state_dict(load_state_file(prev))
-            else:
-                stats = dls_stats(learn.dls); learn.dls = dls
-                if stats: set_dls_stats(dls, *stats)
-            for t in s.steps:
-                info = dict(stage=s.name, step=t.name, size=s.size, bs=s.bs or r.bs, schedule=t.schedule)
-                log = StageLogger(hist, info, state['run_epoch'])
-                keep = BestKeeper(out/'weights.safetensors', r.monitor, info, state) if r.evaluate == 'best' else None
-                ctx = learn.no_bar() if not show else _null()
-                with ctx, distrib_fit(learn, distributed):
-                    if show: _fit_step(learn, t, [c for c in (log, keep) if c] + list(cbs or []), lr_find)
-                    else:
-                        with learn.no_logging(): _fit_step(learn, t, [c for c in (log, keep) if c] + list(cbs or []), lr_find)
-                state['run_epoch'] = log.run_epoch
-            save_weights(learn.model, out/'stages'/f'{s.name}.safetensors')
-            if r.evaluate == 'final':   # the papers' model: the weights after the last epoch (validation only logged)
-                save_weights(learn.model, out/'weights.safetensors')
-                state['best'] = dict(info, epoch=t.epochs - 1, monitor='final', value=None)
-            state['done'].append(s.name); save_json(state, sfile)
-            if stop_after == s.name: break
-        if learn is None:  # everything was done already: rebuild the learner on the last stage
-            s = r.stages[-1]
-            dls = cxr_dls(df, size=s.size, bs=s.bs or r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed, num_workers=num_workers, cache=cache, device=dev)
-            learn = cxr_learner(dls, r.arch, pretrained=False, head=r.head, path=out, opt_func=_opt_func(r), wd=r.wd)
-            learn.cxr['pretrained'] = r.pretrained
-            input_stats(dls, r, state)
-        finished = len(state['done']) == len(r.stages)
-        if state['best'] is not None and (out/'weights.safetensors').exists():
-            save_card(_card(learn, r, state, df, dls_stats(learn.dls)), out)
-            if finished: learn.model.load_state_dict(load_state_file(out/'weights.safetensors'))
-        learn.run_dir, learn.recipe, learn.run_state = out, r, state
-        return learn
-
-class _null:
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
+                learn.cxr.monitor = r.monitor
+                if ck:
+                    learn.model.load_state_dict(ck['model'])
+                    if learn.opt is None: learn.create_opt()
+                    b = state['best']
+                    if b and b.get('run_epoch') == state['run_epoch'] - 1: save_weights(learn.model, out/'weights.safetensors')   # the best is the checkpoint's epoch
+        else:
+            stats = dls_stats(learn.dls); learn.dls = dls
+            if stats: set_dls_stats(dls, *stats)
+        for j, t in enumerate(s.steps):
+            if (i, j) < nxt[:2]: continue
+            here = ck is not None and (i, j) == nxt[:2]; start = nxt[2] if here else 0
+            if here and not start: learn.opt.load_state_dict(to_device(ck['opt'], dev))   # the hypers carry over; freezing clears the moments, as it did
+            if here and (j or start): set_rng_states(ck['rng'], *learn.dls.loaders)   # a stage start reseeds instead
+            info = dict(stage=s.name, step=t.name, size=s.size, bs=s.bs or r.bs, schedule=t.schedule)
+            lrs = _step_lrs(learn, t, lr_find, state['pos']['lrs'] if start else None)
+            if here and start: learn.opt.load_state_dict(to_device(ck['opt'], dev))   # mid-step: moments and hypers as at the checkpoint
+            log = StageLogger(hist, info, state['run_epoch'])
+            keep = BestKeeper(out/'.best.safetensors', r.monitor, info, state) if r.evaluate == 'best' else None
+            commit = RunCheckpoint(out, state, (i, j), lrs, log, s.name if j == len(s.steps) - 1 else None, r.evaluate == 'final')
+            fcbs = [c for c in (log, keep, commit) if c] + ([ResumeFit(start, t.epochs, ck['fit'])] if start else []) + list(cbs or [])
+            with learn.no_bar() if not show else nullcontext(), distrib_fit(learn, distributed):
+                with learn.no_logging() if not show else nullcontext(): _fit_step(learn, t, lrs, fcbs, start)
+        if stop_after == s.name: break
+    if learn is None:  # everything was done already: rebuild the learner on the last stage
+        s = r.stages[-1]
+        dls = cxr_dls(df, size=s.size, bs=s.bs or r.bs, aug=r.aug, resize=r.resize, vocab=vocab, seed=r.seed, num_workers=num_workers, cache=cache, device=dev)
+        learn = cxr_learner(dls, r.arch, pretrained=False, head=r.head, path=out, opt_func=_opt_func(r), wd=r.wd)
+        learn.cxr.pretrained = r.pretrained
+        input_stats(dls, r, state)
+    finished = len(state['done']) == len(r.stages)
+    if state['best'] is not None and (out/'weights.safetensors').exists():
+        save_card(_card(learn, r, state, df, dls_stats(learn.dls)), out)
+        if finished: learn.model.load_state_dict(load_state_file(out/'weights.safetensors'))
+    if finished: ckf.unlink(missing_ok=True)   # a finished run has nothing to resume: its weights, stages and history stay
+    learn.cxr.monitor, learn.cxr.run_dir, learn.cxr.recipe, learn.cxr.state = r.monitor, out, r, state
+    return learn
 
 # %% ../nbs/03_learn.ipynb #e7e59849
 def covid_resnet(data='cxr-mini', # a DataFrame or a dataset name/path

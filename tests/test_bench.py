@@ -55,7 +55,7 @@ def test_channels_last_and_mixed_precision_keep_cpu_results():
     p0, l0 = _fit_preds(df)
     p1, l1 = _fit_preds(df, channels_last=True)
     with pytest.warns(UserWarning, match='needs CUDA'): p2, l2 = _fit_preds(df, mixed_precision='bf16')
-    assert (l0.cxr['precision'], l1.cxr['channels_last'], l2.cxr['precision']) == ('fp32', True, 'fp32')
+    assert (l0.cxr.precision, l1.cxr.channels_last, l2.cxr.precision) == ('fp32', True, 'fp32')
     assert p0.shape == (len(df[df.split == 'valid']), 3) and not torch.allclose(p0, p0.new_full(p0.shape, 1/3))
     torch.testing.assert_close(p1, p0, atol=1e-4, rtol=0)   # channels_last: other conv kernels, same maths
     torch.testing.assert_close(p2, p0, atol=1e-6, rtol=0)   # bf16 requested on CPU: fp32 training, the same run

@@ -72,7 +72,7 @@ def test_explicit_timm_weights_file_and_its_normalisation(tmp_path, tiny):
     learn = cxr_learner(dls, 'efficientnetv2_s', weights=tmp_path/'v2s.safetensors')
     assert torch.equal(learn.model[0].model.conv_stem.weight.cpu(), ref.conv_stem.weight)
     np.testing.assert_allclose(dls_stats(learn.dls)[0], [0.5]*3); np.testing.assert_allclose(dls_stats(learn.dls)[1], [0.5]*3)
-    assert learn.cxr['head'] == 'seed003'
+    assert learn.cxr.head == 'seed003'
     with pytest.raises(RuntimeError, match='does not fit'):
         create_cxr_model('resnet18', 3, weights=tmp_path/'v2s.safetensors')
 
@@ -85,7 +85,7 @@ def test_class_weights_channels_last_and_cpu_mixed_precision(tiny):
         learn = cxr_learner(dls, 'resnet18', pretrained=False, class_weights=[1, 2, 3], channels_last=True,
                             mixed_precision=True)
     np.testing.assert_allclose(learn.loss_func.func.weight.cpu().numpy(), [1, 2, 3])
-    assert any(isinstance(c, ChannelsLast) for c in learn.cbs) and learn.cxr['precision'] == 'fp32'
+    assert any(isinstance(c, ChannelsLast) for c in learn.cbs) and learn.cxr.precision == 'fp32'
     conv = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d))
     seen = []   # the memory format of the activations the first conv hands on, during training
     h = conv.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))

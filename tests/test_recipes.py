@@ -138,7 +138,7 @@ def test_recipe_read_back_from_a_run(name, four, tmp_path):
                                    [lrs[-1]] if t.frozen else [lrs[0], lrs[-1]], rtol=1e-6)
     assert [s for s in PAPER[name]][0][0] == r.stages[0].size   # the run's sizes are the paper's, scaled
     # 4 classes from the data, the recipe's head, the evaluated checkpoint
-    assert card['classes'] == ['COVID-19', 'bacteria', 'normal', 'viral'] and learn.cxr['n_out'] == 4
+    assert card['classes'] == ['COVID-19', 'bacteria', 'normal', 'viral'] and learn.cxr.n_out == 4
     assert card['head'] == (r.head or 'fastai') and card['arch'] == RUNS[name]
     if r.evaluate == 'final':
         assert card['best']['monitor'] == 'final' and card['best']['stage'] == q.stages[-1].name

@@ -1,0 +1,225 @@
+"""Run folders (issue #13): `--overwrite` replaces the old run whole, a folder of weights without state.json is not
+overwritten silently, a failed train leaves nothing that blocks a plain rerun, a SIGKILLed run resumed with `--resume`
+ends bit-equal to the uninterrupted one (weights, stage weights, history, best), `--resume` refuses other data or
+another recipe, Ctrl-C says how to resume, and every file of a run folder has the same permissions (the umask's).
+Tiny runs: resnet18 from scratch, 32-48 px, a few real cxr-mini images per class, on the CPU."""
+import os, re, shlex, shutil, signal, subprocess, sys, time
+from pathlib import Path
+import pandas as pd, pytest, torch
+from fastai.callback.core import Callback
+from covidxr.core import load_json, load_state_file
+
+torch.set_num_threads(1)
+ENV = dict(os.environ, HF_HUB_OFFLINE='1', COVIDXR_OFFLINE='1', OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+HERE = Path(__file__).parent
+COVIDXR = Path(sys.executable).parent/'covidxr'
+
+def call(*args):
+    "`covidxr.cli.main` in this process: (exit code, stdout, stderr)"
+    import contextlib, io
+    from covidxr.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main(list(map(str, args)))
+    return code, out.getvalue(), err.getvalue()
+
+def recipe():
+    "2 stages x 2 epochs, random augmentation (the generators matter), best epoch by valid_loss"
+    from covidxr.learn import Recipe, Stage, Step
+    return Recipe('tiny2', 'resnet18', [Stage('a', 32, [Step('whole', 2, 1e-3)]), Stage('b', 48, [Step('whole', 2, 5e-4)])],
+                  bs=8, pretrained=False, aug='fastai')
+
+@pytest.fixture(scope='module')
+def data(mini):
+    from covidxr.data import read_dataset, make_splits, sample_per_class
+    return sample_per_class(make_splits(read_dataset(mini), seed=42), 6)
+
+def weights_equal(a, b):
+    a, b = load_state_file(a), load_state_file(b)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+def history(run): return pd.read_csv(run/'history.csv').drop(columns='seconds')   # seconds: wall time, never equal
+
+class Boom(Callback):
+    "Raise after the `at`-th epoch of the run has been committed"
+    order = 100
+    def __init__(self, at): self.at, self.n = at, 0
+    def after_epoch(self):
+        self.n += 1
+        if self.n == self.at: raise RuntimeError('boom')
+
+class BoomBatch(Callback):
+    "Raise in the first training batch"
+    def before_batch(self): raise RuntimeError('boom')
+
+# ---- 1. --overwrite, weights without state, failed runs
+
+def test_overwrite_removes_the_old_run(data, tmp_path):
+    from covidxr.learn import train_recipe
+    from covidxr.report import evaluate_run
+    out = tmp_path/'run'
+    train_recipe(recipe(), data, out, show=False, device='cpu')
+    evaluate_run(out, data[data.split == 'test'], out/'report', n_boot=10)
+    shutil.copytree(out/'report', out/'eval-other'); (out/'notes.txt').write_text('mine')
+    old = pd.read_csv(out/'history.csv')
+    with pytest.raises(FileExistsError, match=r"already holds a run \(stages done: \['a', 'b'\], 4 epochs\): pass resume=True \(--resume\)"):
+        train_recipe(recipe(), data, out, show=False, device='cpu')
+    one = recipe(); one.stages = one.stages[:1]                         # the new run: one stage only
+    train_recipe(one, data, out, show=False, device='cpu', overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ['card.json', 'config.json', 'history.csv', 'notes.txt', 'splits.csv',
+                                                     'stages', 'state.json', 'weights.safetensors']   # no report/, eval-other/
+    assert [p.name for p in (out/'stages').iterdir()] == ['a.safetensors']                      # no stage b of the old run
+    assert len(old) == 4 and list(pd.read_csv(out/'history.csv')['stage']) == ['a', 'a']
+    assert load_json(out/'state.json')['done'] == ['a'] and (out/'notes.txt').read_text() == 'mine'
+
+def test_weights_without_state_are_not_overwritten(tmp_path, mini):
+    out = tmp_path/'model'; out.mkdir()
+    (out/'weights.safetensors').write_bytes(b'w'); (out/'card.json').write_text('{}')
+    code, _, err = call('train', '--data', mini, '--recipe', 'cxr_scratch', '--arch', 'resnet18', '--quick', '--no-pretrained',
+                        '--max-per-class', 2, '--out', out)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert f"{str(out)!r} holds files of a run (card.json, weights.safetensors) but no usable state.json" in lines[0], lines[0]
+    assert '--overwrite' in lines[0] and sorted(p.name for p in out.iterdir()) == ['card.json', 'weights.safetensors']
+
+def test_failed_train_leaves_nothing_behind(data, tmp_path, mini):
+    from covidxr.learn import train_recipe
+    new = tmp_path/'new'                                               # --out did not exist: it does not exist after
+    code, _, err = call('train', '--data', tmp_path/'nowhere', '--recipe', 'cxr_scratch', '--quick', '--no-pretrained', '--out', new)
+    assert code == 1 and 'nowhere' in err and not new.exists(), err
+    with pytest.raises(RuntimeError, match='boom'):                    # an exception in the first epoch
+        train_recipe(recipe(), data, new, show=False, device='cpu', cbs=[BoomBatch()])
+    assert not new.exists()
+    mine = tmp_path/'mine'; mine.mkdir()                               # a folder the user made stays, empty
+    with pytest.raises(Exception, match='resnet50'):                  # pretrained weights missing offline
+        train_recipe('covid_resnet', data, mine, pretrained=True, quick=True, show=False, device='cpu')
+    assert list(mine.iterdir()) == []
+    # a run SIGKILLed before its first epoch ended (state.json, config.json, splits.csv; no checkpoint): a plain rerun replaces it
+    (mine/'config.json').write_text('{}'); (mine/'splits.csv').write_text('path\n')
+    (mine/'state.json').write_text('{"done": [], "run_epoch": 0}')
+    train_recipe(recipe(), data, mine, show=False, device='cpu')
+    assert load_json(mine/'state.json')['done'] == ['a', 'b'] and not (mine/'checkpoint.pth').exists()
+    # a run that failed after an epoch is kept: it is resumable, so a plain rerun is refused
+    kept = tmp_path/'kept'
+    with pytest.raises(RuntimeError, match='boom'): train_recipe(recipe(), data, kept, show=False, device='cpu', cbs=[Boom(1)])
+    assert (kept/'checkpoint.pth').exists() and load_json(kept/'state.json')['run_epoch'] == 1
+    with pytest.raises(FileExistsError, match='resume=True'): train_recipe(recipe(), data, kept, show=False, device='cpu')
+
+# ---- 2. resume fidelity
+
+SCRIPT = """
+import sys, torch, pandas as pd
+torch.set_num_threads(1)
+sys.path.insert(0, {tests!r})
+from test_run_folder import recipe
+from fastai.callback.core import Callback
+from covidxr.learn import train_recipe, save_weights
+class Snap(Callback):   # the reference run keeps the weights after every epoch: snaps/<run epoch>.safetensors
+    order, n = 99, 0
+    def after_epoch(self): save_weights(self.learn.model, {snaps!r} + f'/{{Snap.n}}.safetensors'); Snap.n += 1
+train_recipe(recipe(), pd.read_pickle({df!r}), {out!r}, show=False, device='cpu', resume={resume}, cbs=[Snap()] if {snap} else None)
+"""
+
+def run_script(tmp_path, out, resume=False, snap=False, wait_for=None):
+    src = SCRIPT.format(tests=str(HERE), snaps=str(tmp_path/'snaps'), df=str(tmp_path/'df.pkl'),
+                        out=str(out), resume=resume, snap=snap)
+    p = subprocess.Popen([sys.executable, '-c', src], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if wait_for is None:
+        _, err = p.communicate(timeout=300); assert p.returncode == 0, err
+        return p
+    t0 = time.time()
+    while not wait_for.exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.01)
+    p.send_signal(signal.SIGKILL); _, err = p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {err}"
+    return p
+
+def test_killed_run_resumes_to_the_uninterrupted_result(data, tmp_path):
+    data.to_pickle(tmp_path/'df.pkl'); (tmp_path/'snaps').mkdir()
+    ref, run = tmp_path/'ref', tmp_path/'run'
+    run_script(tmp_path, ref, snap=True)                             # uninterrupted, with each epoch's weights in snaps/
+    run_script(tmp_path, run, wait_for=run/'checkpoint.pth')          # SIGKILL right after the first commit
+    st = load_json(run/'state.json')
+    assert 1 <= st['run_epoch'] < 4 and st['best'] is not None, st
+    # the recorded best and the weights file agree: they are the weights of the epoch the best names
+    assert weights_equal(run/'weights.safetensors', tmp_path/'snaps'/f"{st['best']['run_epoch']}.safetensors"), st['best']
+    assert len(history(run)) >= st['run_epoch']
+    run_script(tmp_path, run, resume=True)
+    assert weights_equal(run/'weights.safetensors', ref/'weights.safetensors')          # the best weights
+    for s in ('a', 'b'): assert weights_equal(run/'stages'/f'{s}.safetensors', ref/'stages'/f'{s}.safetensors')
+    pd.testing.assert_frame_equal(history(run), history(ref), check_exact=True)          # every logged value, bit for bit
+    a, b = load_json(run/'state.json'), load_json(ref/'state.json')
+    assert a['best'] == b['best'] and a['done'] == b['done'] == ['a', 'b'] and a['run_epoch'] == 4
+    assert not (run/'checkpoint.pth').exists() and not (run/'.best.safetensors').exists()
+
+@pytest.fixture(scope='module')
+def ref(data, tmp_path_factory):
+    "The uninterrupted run"
+    from covidxr.learn import train_recipe
+    out = tmp_path_factory.mktemp('ref')/'run'
+    train_recipe(recipe(), data, out, show=False, device='cpu')
+    return out
+
+@pytest.mark.parametrize('at', [1, 2, 3])   # after: epoch 1 of stage a (mid-step), stage a's end, epoch 1 of stage b
+def test_crashed_run_resumes_bit_equal(data, ref, tmp_path, at):
+    from covidxr.learn import train_recipe
+    run = tmp_path/'run'
+    with pytest.raises(RuntimeError, match='boom'): train_recipe(recipe(), data, run, show=False, device='cpu', cbs=[Boom(at)])
+    ck = torch.load(run/'checkpoint.pth', weights_only=True)
+    assert set(ck) == {'format', 'state', 'model', 'opt', 'fit', 'rng'} and ck['state']['run_epoch'] == at
+    assert {'python', 'numpy', 'torch', 'cuda', 'loaders'} <= set(ck['rng']) and ck['opt']['state']   # optimizer moments, RNGs
+    train_recipe(recipe(), data, run, show=False, device='cpu', resume=True)
+    for f in ('weights.safetensors', 'stages/a.safetensors', 'stages/b.safetensors'): assert weights_equal(run/f, ref/f), f
+    pd.testing.assert_frame_equal(history(run), history(ref), check_exact=True)
+
+def test_resume_refuses_other_data_and_recipe(data, tmp_path):
+    from covidxr.learn import train_recipe
+    out = tmp_path/'run'
+    train_recipe(recipe(), data, out, show=False, device='cpu', stop_after='a')
+    row = data[data.split == 'train'].iloc[0]
+    other = data.copy(); other.loc[row.name, 'label'] = 'pneumonia' if row.label != 'pneumonia' else 'normal'
+    with pytest.raises(ValueError, match='the data differs') as e: train_recipe(recipe(), other, out, show=False, device='cpu', resume=True)
+    assert f"1 images with another label (e.g. {row.path}: {row.label} -> " in str(e.value), e.value
+    with pytest.raises(ValueError, match="1 of the run's images missing"):
+        train_recipe(recipe(), data.drop(index=row.name), out, show=False, device='cpu', resume=True)
+    r = recipe(); r.bs = 4
+    with pytest.raises(ValueError, match=r'recipe differs .*\(bs: 8 -> 4\)'): train_recipe(r, data, out, show=False, device='cpu', resume=True)
+    assert load_json(out/'state.json')['done'] == ['a']                 # refused: nothing changed
+    train_recipe(recipe(), data, out, show=False, device='cpu', resume=True)
+    assert load_json(out/'state.json')['done'] == ['a', 'b']
+
+# ---- 3. Ctrl-C
+
+def test_ctrl_c_says_how_to_resume(tmp_path, mini):
+    out = tmp_path/'run'
+    args = ['train', '--data', str(mini), '--recipe', 'cxr_scratch', '--arch', 'resnet18', '--quick', '--no-pretrained',
+            '--max-per-class', '3', '--out', str(out)]
+    p = subprocess.Popen([str(COVIDXR), *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (out/'checkpoint.pth').exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.01)
+    p.send_signal(signal.SIGINT); _, err = p.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert p.returncode == 130 and len(lines) == 1 and 'Traceback' not in err, err
+    m = re.fullmatch(rf"covidxr train: interrupted: (\d+) completed epochs are kept in {re.escape(str(out))}; resume with: (.*)", lines[0])
+    assert m and int(m[1]) >= 1, lines[0]
+    cmd = shlex.split(m[2])
+    assert cmd[:2] == ['covidxr', 'train'] and cmd[-1] == '--resume' and '--overwrite' not in cmd
+    for a in ('--max-per-class', '--no-pretrained', '--quick', str(out)): assert a in cmd, (a, cmd)
+    code, so, err = call(*cmd[1:])                                     # the printed command finishes the run
+    assert code == 0 and (out/'report'/'metrics.json').exists(), err
+    assert not (out/'checkpoint.pth').exists() and len(pd.read_csv(out/'history.csv')) == len(set(pd.read_csv(out/'history.csv').run_epoch))
+
+# ---- 4. permissions
+
+def test_run_folder_files_share_the_umask_permissions(tmp_path, mini):
+    out = tmp_path/'run'
+    old = os.umask(0o027)
+    try:
+        code, _, err = call('train', '--data', mini, '--recipe', 'cxr_scratch', '--arch', 'resnet18', '--quick', '--no-pretrained',
+                            '--max-per-class', 2, '--out', out)
+        assert code == 0, err
+        code, _, err = call('evaluate', '--model', out)                 # RUN/eval-splits
+        assert code == 0, err
+    finally: os.umask(old)
+    modes = {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in [out, *out.rglob('*')]}
+    assert {'weights.safetensors', 'state.json', 'history.csv', 'report/metrics.json', 'report/roc.png', 'eval-splits/preds.csv'} <= set(modes)
+    bad = {k: v for k, v in modes.items() if v != (oct(0o750) if (out/k).is_dir() or k == '.' else oct(0o640))}
+    assert not bad, bad
