@@ -6,9 +6,11 @@
 from __future__ import annotations
 import os, io, random, hashlib, warnings, shutil, math, copy
 from pathlib import Path
+from dataclasses import dataclass
 import numpy as np, pandas as pd, torch
 from PIL import Image
 from fastcore.parallel import parallel
+from fastcore.basics import store_attr
 from fastai.vision.all import (PILImage, DataBlock, ImageBlock, CategoryBlock, ColReader, IndexSplitter, Resize,
     ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, Brightness, Contrast, AffineCoordTfm, DataLoaders,
     TensorImage, Transform, affine_mat, setup_aug_tfms)
@@ -20,9 +22,9 @@ from .splits import *
 from .readers import _Problems, _check_one
 
 # %% auto #0
-__all__ = ['AUG_PRESETS', 'RESIZE', 'Translate', 'VFlip', 'RandomAffine', 'default_cache_dir', 'ImageCache', 'check_images',
-           'check_classes', 'check_data', 'CopyPath', 'TensorImageCopy', 'PILCXR', 'PILCXRCopy', 'CXRGetter', 'CopyAug',
-           'cxr_dls']
+__all__ = ['AUG_PRESETS', 'RESIZE', 'Translate', 'VFlip', 'RandomAffine', 'default_cache_dir', 'ImageCache', 'decode_cache_file',
+           'check_images', 'check_classes', 'check_data', 'DlsInfo', 'CopyPath', 'TensorImageCopy', 'PILCXR',
+           'PILCXRCopy', 'CXRGetter', 'CopyAug', 'cxr_dls']
 
 # %% ../nbs/01e_data.ipynb #9f985423
 def _translate_mat(x, max_pct=0.1):
@@ -156,6 +158,11 @@ def _decoded_key(p:str)->str|None:
     except (OSError, ValueError): return None
     return hashlib.sha1(f'{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}'.encode('utf-8', 'surrogateescape')).hexdigest()
 
+def decode_cache_file()->Path:
+    "Where `check_images` remembers the files that decoded: `$COVIDXR_CACHE/decoded.txt`, else `~/.cache/covidxr/decoded.txt` ($XDG_CACHE_HOME honoured)"
+    if os.environ.get('COVIDXR_CACHE'): return Path(os.environ['COVIDXR_CACHE']).absolute()/'decoded.txt'
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache').absolute()/'covidxr'/'decoded.txt'
+
 def _write_skipped(out:Path, report)->Path|None:
     "RUN/skipped.csv: every item skipped while reading or decoding (item, row, problem); removed when there is none"
     rep = pd.DataFrame(list(report), columns=['item', 'row', 'problem', 'action']) if report else None
@@ -168,14 +175,14 @@ def check_images(df:pd.DataFrame, # a covidxr table (column `path`)
                  on_error:str='raise', # 'raise': one error naming every bad file; 'skip': drop their rows and report them
                  out:str|Path|None=None, # run folder: `skipped.csv` lists what was skipped (removed when nothing was)
                  n_workers:int=2, # decoding processes (0: in this process)
-                 cache:str|Path|bool|None=None, # decode-cache file; None: `default_cache_dir()/decoded.txt`; False: decode everything
+                 cache:str|Path|bool|None=None, # decode-cache file; None: `decode_cache_file()`; False: decode everything
                  max_pixels:int|None=None, # decompression-bomb limit
                  path_col:str='path'
                 )->pd.DataFrame:
     "Fully decode every image of `df` (in parallel; files that decoded before with the same size and mtime are skipped)"
     probs = _Problems(on_error, f'images of the table ({len(df)} rows)')
     paths = list(dict.fromkeys(df[path_col].astype(str)))
-    cfile = None if cache is False else Path(cache) if cache else default_cache_dir()/'decoded.txt'
+    cfile = None if cache is False else Path(cache) if cache else decode_cache_file()
     try: known = set(cfile.read_text().split()) if cfile and cfile.is_file() else set()
     except OSError: known = set()
     keys = {p: _decoded_key(p) for p in paths}
@@ -217,6 +224,14 @@ def check_data(df:pd.DataFrame, on_error:str='raise', out=None, **kwargs)->pd.Da
     "What `train_recipe` checks before training: every image decodes (`check_images`), two classes or more (`check_classes`)"
     return check_classes(check_images(df, on_error=on_error, out=out, **kwargs))
 
+# %% ../nbs/01e_data.ipynb #e5f6a7b1
+@dataclass
+class DlsInfo:
+    "What `cxr_dls` decided, kept on the DataLoaders as `dls.cxr` (the one covidxr attribute of a `DataLoaders`)"
+    valid_split:str # the split it validates on: 'valid', or 'test' when there is none
+    class_weights:torch.Tensor # inverse-frequency loss weights, in `dls.vocab` order (0 for a class absent from training)
+    cache:ImageCache|None=None # the image cache it reads through, if any
+
 # %% ../nbs/01e_data.ipynb #79d7aed5
 class CopyPath(str):
     "A file path marked as an augmented copy (a row with `aug_copy` set)"
@@ -238,7 +253,7 @@ class PILCXRCopy(PILCXR):
 
 class CXRGetter:
     "Item getter: a table row or a path -> the file to decode (its cached copy when a cache is used); a `CopyPath` for rows with `copy_col` set"
-    def __init__(self, col='path', cache=None, copy_col='aug_copy'): self.col, self.cache, self.copy_col = col, cache, copy_col
+    def __init__(self, col='path', cache=None, copy_col='aug_copy'): store_attr()
     def __call__(self, o):
         row = isinstance(o, (pd.Series, dict))
         p = o[self.col] if row else o
@@ -264,7 +279,7 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
             aug:str='none', # augmentation preset, a key of `AUG_PRESETS`, or a list of batch transforms
             resize:str='squish', # 'squish' | 'pad' | 'crop'
             vocab:list|None=None, # class order (default: sorted labels)
-            balance:bool|str=False, # True/'sample': class-balanced sampling (NumPy's global RNG); 'weights': only `dls.class_weights`
+            balance:bool|str=False, # True/'sample': class-balanced sampling (NumPy's global RNG); 'weights': only `dls.cxr.class_weights`
             cache=None, # None/False; True (default cache, shorter side 320); an int (shorter side); a folder; an `ImageCache`
             num_workers:int=0, # DataLoader worker processes
             seed:int=42, # seed of the shuffling/sampling order
@@ -316,5 +331,5 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
     elif balance in (False, None, 'weights'): dls = dblock.dataloaders(d, **kw)
     else: raise ValueError(f"balance must be False, True/'sample' or 'weights', not {balance!r}")
     dls.train.rng = random.Random(seed)
-    dls.class_weights, dls.cache, dls.valid_split = cw, cache, vname
+    dls.cxr = DlsInfo(valid_split=vname, class_weights=cw, cache=cache)
     return dls

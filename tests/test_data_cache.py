@@ -96,12 +96,12 @@ def test_cxr_dls_with_cache(tmp_path, monkeypatch):
     plain = cxr_dls(df, size=32, bs=4, device='cpu')
     cached = cxr_dls(df, size=32, bs=4, cache=320, device='cpu')    # 40 px < 320: lossless copies
     assert len(list((tmp_path/'env'/'short320').rglob('*.png'))) == len(df)
-    assert cached.cache.lookup(df.path[0]).startswith(str(tmp_path/'env'))
+    assert cached.cxr.cache.lookup(df.path[0]).startswith(str(tmp_path/'env'))
     xp, yp = plain.valid.one_batch(); xc, yc = cached.valid.one_batch()
     assert torch.equal(yp, yc) and torch.allclose(xp, xc, atol=1e-6)
     # a small cache really serves downscaled files
     small = cxr_dls(df, size=16, bs=4, cache=ImageCache(tmp_path/'c2', size=20), device='cpu')
-    assert Image.open(small.cache.lookup(df.path[0])).size == (24, 20)
+    assert Image.open(small.cxr.cache.lookup(df.path[0])).size == (24, 20)
     assert small.one_batch()[0].shape == (4, 3, 16, 16)
     # test_dl on paths goes through the cache too
     assert small.test_dl(df.path.tolist()[:3]).one_batch()[0].shape == (3, 3, 16, 16)

@@ -150,7 +150,7 @@ def _small_table(tmp_path, n=6):
 def test_cxr_dls_falls_back_to_test_with_warning_and_seeded_order(tmp_path):
     df = _small_table(tmp_path)
     with pytest.warns(UserWarning, match="validating on 'test'"): dls = cxr_dls(df, size=16, bs=4, device='cpu')
-    assert len(dls.valid_ds) == 3 and dls.valid_split == 'test'
+    assert len(dls.valid_ds) == 3 and dls.cxr.valid_split == 'test'
     with pytest.warns(UserWarning): a = cxr_dls(df, size=16, bs=4, seed=1, device='cpu').train.get_idxs()
     with pytest.warns(UserWarning): b = cxr_dls(df, size=16, bs=4, seed=1, device='cpu').train.get_idxs()
     assert a == b
@@ -186,7 +186,7 @@ def test_balance_weights_only(tmp_path):
     df = pd.concat([df, df[df.label == 'normal'].assign(path=lambda d: d.path, patient_id=lambda d: d.patient_id + 'x')])
     df = df.replace({'split': {'test': 'valid'}})
     dls = cxr_dls(df, size=16, bs=4, balance='weights', device='cpu')
-    w = dls.class_weights
+    w = dls.cxr.class_weights
     assert torch.allclose(w[0], w[2]) and torch.isclose(w[0] / w[1], torch.tensor(2.0))
     with pytest.raises(ValueError, match='balance'): cxr_dls(df, size=16, balance='oversample')
 
