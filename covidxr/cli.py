@@ -166,8 +166,8 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
           max_per_class:int=None, # keep at most this many images per split and class (smoke runs)
           lr_find:bool=False, # pick every step's peak LR with fastai's LR finder
           cache:bool=False, # decode every image once into a downsized cache (data/.cache or $COVIDXR_CACHE)
-          resume:bool=False, # continue a stopped run in --out at its next stage
-          overwrite:bool=False, # start again even if --out holds a run
+          resume:bool=False, # continue a stopped or killed run in --out after its last completed epoch (same data and options)
+          overwrite:bool=False, # start again even if --out holds a run (its files, report and stages included, are removed first)
           device:str=None, # cpu, cuda, mps (default: the best available)
           distributed:bool=False, # DDP through accelerate, one process per GPU (CPU: gloo); rank 0 writes --out (covidxr.distrib)
           nprocs:int=None, # processes for --distributed (default: the GPUs, else 2)
@@ -238,8 +238,8 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
                 hold.enter_context(run_lock(run))
                 try: open_run(run, resume, overwrite, dry=True)   # a run already there: --resume or --overwrite, before any data is read
                 except FileExistsError as e: raise CliError(one_line(e)) from None
-            try: return _train_body()
-            except KeyboardInterrupt: raise KeyboardInterrupt(_interrupted(run, again)) from None
+            return _train_body()
+    except KeyboardInterrupt: raise KeyboardInterrupt(_interrupted(run, again)) from None   # Ctrl-C: what was kept, how to go on
     finally:
         if made and run.is_dir() and not any(run.iterdir()): run.rmdir()   # a failed first run leaves no empty --out
 

@@ -207,6 +207,20 @@ def test_ctrl_c_says_how_to_resume(tmp_path, mini):
     assert code == 0 and (out/'report'/'metrics.json').exists(), err
     assert not (out/'checkpoint.pth').exists() and len(pd.read_csv(out/'history.csv')) == len(set(pd.read_csv(out/'history.csv').run_epoch))
 
+def test_ctrl_c_before_the_first_epoch_keeps_nothing(tmp_path, mini):
+    out = tmp_path/'run'                                               # the lock appears before the data is read
+    p = subprocess.Popen([str(COVIDXR), 'train', '--data', str(mini), '--recipe', 'cxr_scratch', '--arch', 'resnet18', '--quick',
+                          '--no-pretrained', '--max-per-class', '3', '--out', str(out)], env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (out/'.lock').exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.01)
+    p.send_signal(signal.SIGINT); _, err = p.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert p.returncode == 130 and len(lines) == 1 and 'Traceback' not in err, err
+    assert lines[0].startswith('covidxr train: interrupted: stopped before the first epoch ended, nothing was kept; '
+                               'start again with: covidxr train --data '), lines[0]
+    assert '--resume' not in lines[0] and not out.exists()
+
 # ---- 4. permissions
 
 def test_run_folder_files_share_the_umask_permissions(tmp_path, mini):
