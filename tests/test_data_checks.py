@@ -58,6 +58,17 @@ def test_truncated_jpeg_passes_the_header_check_but_not_check_images(tmp_path, m
     assert msg.startswith('1 problem(s)') and '--skip-bad' in msg and "on_error='skip'" in msg
 
 
+def test_truncated_dicom_pixel_data_is_caught_by_check_images(tmp_path):
+    from covidxr.test_utils import write_test_dicom
+    for lab in ('normal', 'COVID-19'):
+        for i in range(2): write_test_dicom(tmp_path/lab/f'{lab}{i}.dcm', np.full((64, 64), 100*i + 50, np.uint16), patient_id=f'{lab}{i}')
+    bad = tmp_path/'normal'/'normal1.dcm'; bad.write_bytes(bad.read_bytes()[:-2000])   # pixel data cut short, header intact
+    df = read_dataset(tmp_path)   # the header check passes
+    assert len(df) == 4
+    with pytest.raises(CXRDataError) as e: check_images(df, cache=False)
+    assert f'{bad}: cannot decode image' in str(e.value), str(e.value)
+
+
 def test_check_images_skip_writes_skipped_csv_and_caches(tmp_path, mini, monkeypatch):
     root = _folder(tmp_path/'ds', mini, n=3)
     bad = _truncate(sorted((root/'COVID-19').iterdir())[1])
