@@ -4,11 +4,11 @@
 
 # %% ../nbs/07_inference.ipynb #0a3159dd
 from __future__ import annotations
-import os, math, time, warnings, tempfile, json, hashlib
+import math, time, warnings, tempfile, json, hashlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
-from .core import save_json, load_json, lib_versions, load_state_file
+from .core import save_json, load_json, lib_versions, load_state_file, atomic_file
 from .metrics import make_preds
 
 # %% auto #0
@@ -345,24 +345,20 @@ def export_onnx(run_dir:str|Path, # run folder
     onnx_path = Path(onnx_path); onnx_path.parent.mkdir(parents=True, exist_ok=True)
     h, w = card['size']
     dummy = torch.randn(2, 3, h, w)
-    fd, tmp = tempfile.mkstemp(dir=onnx_path.parent, prefix=f'.{onnx_path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
+    with atomic_file(onnx_path) as tmp:   # renamed into place once the check passes; the umask's permissions (mkstemp: 0600)
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export.*')
             warnings.filterwarnings('ignore', message='.*will be removed.*')
-            torch.onnx.export(_WithProbs(model), dummy, tmp, dynamo=False, opset_version=opset,
+            torch.onnx.export(_WithProbs(model), dummy, str(tmp), dynamo=False, opset_version=opset,
                               input_names=['image'], output_names=['logits', 'probs'],
                               dynamic_axes={'image': {0: 'batch'}, 'logits': {0: 'batch'}, 'probs': {0: 'batch'}})
         res = dict(onnx=onnx_path, card=onnx_path.with_suffix('.json'), max_abs_diff=None)
         if check:
             xb = preprocess(images, card) if images else torch.randn(3, 3, h, w)
-            d = onnx_parity(tmp, model, xb)
+            d = onnx_parity(str(tmp), model, xb)
             res['max_abs_diff'] = d
             if not d <= atol: raise RuntimeError(f"ONNX export of {str(run_dir)!r} differs from PyTorch by {d:.2e} (> {atol:g}); "
                                                  f"try another opset (--opset) or report the architecture.")
-        os.replace(tmp, onnx_path)
-    finally: Path(tmp).unlink(missing_ok=True)
     onnx_card = {k: v for k, v in card.items() if not k.startswith('_')}
     onnx_card.update(onnx=dict(file=onnx_path.name, input='image', input_layout='NCHW float32, RGB, scaled to 0..1 then (x-mean)/std',
                                outputs=['logits', 'probs'], opset=opset, max_abs_diff_vs_torch=res['max_abs_diff']))

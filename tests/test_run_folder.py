@@ -232,8 +232,10 @@ def test_run_folder_files_share_the_umask_permissions(tmp_path, mini):
         assert code == 0, err
         code, _, err = call('evaluate', '--model', out)                 # RUN/eval-splits
         assert code == 0, err
+        code, _, err = call('export', '--model', out, '--onnx', out/'model.onnx')   # onnx written aside, then renamed
+        assert code == 0, err
     finally: os.umask(old)
     modes = {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in [out, *out.rglob('*')]}
-    assert {'weights.safetensors', 'state.json', 'history.csv', 'report/metrics.json', 'report/roc.png', 'eval-splits/preds.csv'} <= set(modes)
+    assert {'weights.safetensors', 'state.json', 'history.csv', 'report/metrics.json', 'report/roc.png', 'eval-splits/preds.csv', 'model.onnx'} <= set(modes)
     bad = {k: v for k, v in modes.items() if v != (oct(0o750) if (out/k).is_dir() or k == '.' else oct(0o640))}
     assert not bad, bad
