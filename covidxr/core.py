@@ -332,6 +332,7 @@ def _reachable(host:str, port:int=443, timeout:float=2.0)->bool:
     t = threading.Thread(target=_try, daemon=True); t.start(); t.join(timeout + 0.5)
     return res[0]
 
+# %% ../nbs/00_core.ipynb #c785eb7f
 def weights_source(arch:str, # a torchvision model name ('resnet50') or a timm name ('tf_efficientnetv2_s.in21k_ft_in1k')
                    tag:str|None=None # torchvision weights version ('IMAGENET1K_V1'); None: the library's DEFAULT
                   )->dict:
@@ -360,6 +361,7 @@ def weights_source(arch:str, # a torchvision model name ('resnet50') or a timm n
     return dict(lib='timm', arch=arch, file=fn, folder=Path(torch.hub.get_dir())/'checkpoints', url=cfg.url,
                 host=cfg.url.split('/')[2])
 
+# %% ../nbs/00_core.ipynb #c90f7ff8
 def _cached(src:dict)->Path|None:
     if src.get('repo_id'):
         from huggingface_hub import try_to_load_from_cache

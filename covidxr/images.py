@@ -38,6 +38,7 @@ def _magic(path)->str|None:
     except OSError: return None
     return next((v for k, v in MAGIC.items() if head.startswith(k)), None)
 
+# %% ../nbs/01a_images.ipynb #c54bfb7d
 def _to_uint8(arr:np.ndarray, lo=None, hi=None)->np.ndarray:
     "Scale `arr` linearly from [lo, hi] (default: its real min..max) to uint8"
     arr = np.asarray(arr, dtype=np.float64)
@@ -79,6 +80,7 @@ def _load_dicom(path, max_pixels)->Image.Image:
     if arr.ndim == 4: arr = arr[0]
     return Image.fromarray(_to_uint8(arr) if arr.dtype != np.uint8 else arr).convert('L')
 
+# %% ../nbs/01a_images.ipynb #cfaeb03a
 def _pil_to_gray(im:Image.Image)->Image.Image:
     "Any PIL mode -> 8-bit grayscale ('L'): 16/32-bit by real range, alpha composited on black"
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'):
@@ -91,6 +93,7 @@ def _pil_to_gray(im:Image.Image)->Image.Image:
     if im.mode == '1': im = im.convert('L')
     return im if im.mode == 'L' else im.convert('RGB').convert('L')
 
+# %% ../nbs/01a_images.ipynb #ca56c232
 def load_cxr(path:str|Path, # image file: PNG/JPEG/TIFF/BMP (8 or 16 bit, gray/RGB/RGBA) or DICOM
              max_pixels:int|None=None, # refuse larger images (decompression bombs); default `MAX_PIXELS`
              gray:bool=False # return mode 'L' instead of 3-channel 'RGB'

@@ -63,6 +63,7 @@ def preds_arrays(preds:pd.DataFrame, classes:list|None=None):
     else: yhat = P.argmax(1)
     return y, yhat, P
 
+# %% ../nbs/04_metrics.ipynb #c3f0a659
 def make_preds(labels, # true labels; None for unlabelled images (no label, patient_id, source columns)
                probs, # probability matrix, n x k (softmax outputs)
                classes:list, # class names in column order
@@ -266,6 +267,7 @@ def fast_stats(y, yhat, P, k:int, n_bins:int=ECE_BINS)->dict:
 def _boot_stat(k, n_bins):
     return lambda y, yhat, P: fast_stats(y, yhat, P, k, n_bins)
 
+# %% ../nbs/04_metrics.ipynb #cea23cf3
 def metrics_with_ci(preds:pd.DataFrame, # predictions table
                     classes:list|None=None, # class names (vocab order)
                     n_boot:int=1000, # bootstrap replicates (0: Wilson intervals only)

@@ -124,6 +124,7 @@ def overall_table(r:dict)->pd.DataFrame:
                                             zip(o.index, o.value, o.lo, o.hi)], 'CI method': o.method.tolist()},
                         index=pd.Index([m + (' (%)' if m in pct else '') for m in o.index], name='metric'))
 
+# %% ../nbs/05_report.ipynb #c9adc2cd
 def _jsonable(r:dict)->dict:
     pc = r['per_class'].astype(object).where(r['per_class'].notna(), None)
     return dict(n_images=r['n_images'], n_patients=r['n_patients'], ci_unit=r['ci_unit'], n_boot=r['n_boot'], seed=r['seed'],
@@ -148,6 +149,7 @@ def _confounding_text(sc):
             "(DeGrave et al. 2021; Roberts et al. 2021). Read the per-source table and the source probe below before "
             "trusting the overall numbers, and test on an external set.")
 
+# %% ../nbs/05_report.ipynb #c0ef02b7
 def report_from_preds(preds:pd.DataFrame, # test predictions table
                       out:str|Path, # report folder (created)
                       classes:list|None=None, # class names (vocab order); default: from the `p_` columns
@@ -166,6 +168,7 @@ def report_from_preds(preds:pd.DataFrame, # test predictions table
     with swap_dir(final) as out:
         return _write_report(out, preds, classes, history, external, probe, valid_preds, n_boot, seed, title, meta)
 
+# %% ../nbs/05_report.ipynb #c9b00fc6
 def _check_report_dir(out:Path):
     "A report replaces only an earlier report: refuse a folder holding anything else"
     if not out.exists(): return
@@ -177,6 +180,7 @@ def _check_report_dir(out:Path):
                                       f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): a report replaces "
                                       f"its folder whole, so choose a new or empty folder (--out) or move them.")
 
+# %% ../nbs/05_report.ipynb #c2bfd374
 def _write_report(out, preds, classes, history, external, probe, valid_preds, n_boot, seed, title, meta):
     r = metrics_with_ci(preds, classes, n_boot=n_boot, seed=seed)
     atomic_write(out/'preds.csv', preds.to_csv(index=False))
@@ -332,6 +336,7 @@ def _unique_models(long:pd.DataFrame)->list:
     m[dup] = [f'{a} #{i + 1}' for i, a in enumerate(m[dup])]
     return m.tolist()
 
+# %% ../nbs/05_report.ipynb #c90c91c6
 def compare_runs(run_dirs:list, # report folders, or run folders with a `report/` subfolder
                  out:str|Path|None=None, # write compare.csv and compare.md here
                  by:tuple=('aug', 'pretrained'), # settings that become column groups (from meta / card / config)

@@ -12,17 +12,39 @@ def _archs():
     from covidxr.models import ARCHS
     return list(ARCHS)
 
+def _reference_gradcam(m, x, t, layer):
+    "Grad-CAM by hand (Selvaraju et al.): ReLU(sum_k mean(dy_t/dA_k) A_k) at `layer`, scaled to [0, 1]"
+    acts = []
+    def keep(mod, i, o): o.retain_grad(); acts.append(o)
+    h = layer.register_forward_hook(keep)
+    try:
+        m.eval(); m.zero_grad(); m(x)[0, t].backward()
+    finally: h.remove()
+    A = acts[-1]; w = A.grad.mean((2, 3), keepdim=True)
+    cam = torch.relu((w*A).sum(1))[0].detach().numpy()
+    return (cam - cam.min())/(cam.max() - cam.min()) if cam.max() > cam.min() else np.zeros_like(cam)
+
 @pytest.mark.parametrize('arch', _archs())
 def test_gradcam_every_registry_arch(arch, image_path):
+    "Shape and range, and a map that is the hand-computed Grad-CAM and depends on the class: an all-zero or constant map fails"
     from covidxr.models import create_cxr_model
-    from covidxr.interpret import gradcam
+    from covidxr.interpret import gradcam, to_input, default_cam_layer
     torch.manual_seed(0); torch.set_num_threads(2)
     m = create_cxr_model(arch, 3, pretrained=False)
     W, H = Image.open(image_path).size
+    x = to_input(m, image_path, size=64)
+    maps = {}
     for method in ('gradcam', 'gradcam++'):
-        c = gradcam(m, image_path, target=1, method=method, size=64)
-        assert c.shape == (H, W) and c.dtype == np.float32
-        assert np.isfinite(c).all() and 0 <= c.min() <= c.max() <= 1
+        cs = maps[method] = [gradcam(m, image_path, target=t, method=method, size=64) for t in range(3)]
+        for c in cs: assert c.shape == (H, W) and c.dtype == np.float32 and np.isfinite(c).all() and 0 <= c.min() <= c.max() <= 1
+        assert max(c.std() for c in cs) > 0.05, (method, [c.std() for c in cs])                  # some class's map is not flat
+        assert max(np.abs(a - b).mean() for a in cs for b in cs) > 0.01, method                   # and the maps depend on the class
+    for t in range(3):   # Grad-CAM is the textbook one, class by class
+        ref = _reference_gradcam(m, x.clone().requires_grad_(True), t, default_cam_layer(m))
+        ref = np.asarray(Image.fromarray(ref.astype(np.float32), mode='F').resize((W, H), Image.BILINEAR))
+        c = maps['gradcam'][t]
+        if ref.std() < 1e-6: assert c.max() < 1e-6, (t, c.max()); continue                          # ReLU of a negative map: 0 both
+        assert np.corrcoef(ref.ravel(), c.ravel())[0, 1] > 0.95, (t, np.corrcoef(ref.ravel(), c.ravel())[0, 1])
 
 def test_compare_runs_reads_meta_and_needs_metrics(tmp_path):
     from covidxr.metrics import make_preds
