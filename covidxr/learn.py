@@ -270,7 +270,7 @@ class ResumeFit(Callback):
 
 class RunCheckpoint(Callback):
     "After every epoch commit the run in `out`: checkpoint.pth, then the best weights and state.json (a stage's end: its weights)"
-    order = Recorder.order + 3   # after StageLogger and BestKeeper
+    order = 90   # after every callback that ends the epoch: StageLogger, BestKeeper, fastai's ReduceLROnPlateau (its LR cut is part of the epoch)
     def __init__(self, out, state:dict, pos:tuple, lrs:tuple, log:StageLogger, stage_end:str|None=None, final:bool=False):
         self.out, self.state, self.pos, self.lrs, self.log, self.stage_end, self.final = Path(out), state, pos, lrs, log, stage_end, final
     def after_epoch(self):

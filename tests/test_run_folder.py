@@ -170,6 +170,26 @@ def test_crashed_run_resumes_bit_equal(data, ref, tmp_path, at):
     for f in ('weights.safetensors', 'stages/a.safetensors', 'stages/b.safetensors'): assert weights_equal(run/f, ref/f), f
     pd.testing.assert_frame_equal(history(run), history(ref), check_exact=True)
 
+class LRs(Callback):
+    "The LR of the head group after each epoch"
+    order = 99
+    def __init__(self): self.lrs = []
+    def after_epoch(self): self.lrs.append(self.opt.hypers[-1]['lr'])
+
+def test_plateau_run_resumes_bit_equal(data, tmp_path):
+    "ReduceLROnPlateau's tracker and its LR cut belong to the epoch the checkpoint commits"
+    from covidxr.learn import train_recipe, Recipe, Stage, Step
+    r = Recipe('plateau', 'resnet18', [Stage('a', 32, [Step('whole', 4, 1e-3, schedule='plateau', patience=0, factor=0.5)])],
+               bs=8, pretrained=False, aug='fastai', monitor='accuracy')
+    a, b = LRs(), LRs()
+    train_recipe(r, data, tmp_path/'ref', show=False, device='cpu', cbs=[a])
+    assert a.lrs[0] == 1e-3 and min(a.lrs) < 1e-3, a.lrs                # the plateau did cut the LR
+    with pytest.raises(RuntimeError, match='boom'): train_recipe(r, data, tmp_path/'run', show=False, device='cpu', cbs=[Boom(3)])
+    train_recipe(r, data, tmp_path/'run', show=False, device='cpu', resume=True, cbs=[b])
+    assert b.lrs == a.lrs[3:], (a.lrs, b.lrs)
+    assert weights_equal(tmp_path/'run'/'stages'/'a.safetensors', tmp_path/'ref'/'stages'/'a.safetensors')
+    pd.testing.assert_frame_equal(history(tmp_path/'run'), history(tmp_path/'ref'), check_exact=True)
+
 def test_resume_refuses_other_data_and_recipe(data, tmp_path):
     from covidxr.learn import train_recipe
     out = tmp_path/'run'
