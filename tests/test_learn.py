@@ -189,6 +189,7 @@ def test_four_classes_train_evaluate_report(mini, tmp_path):
     learn = covid_resnet(df, out=out, arch='resnet18', pretrained=False, quick=True, bs=4, show=False)
     cfg, card = load_json(out/'config.json'), load_json(out/'card.json')
     assert learn.cxr.n_out == 4 and card['classes'] == ['COVID-19', 'bacteria', 'normal', 'viral']
+    assert (learn.cxr.run_dir, learn.cxr.recipe.name, learn.cxr.monitor, learn.cxr.state['done']) == (out, 'covid_resnet', learn.cxr.recipe.monitor, ['stage1', 'stage2', 'stage3'])
     n = cfg['data']['n']   # valid_pct=0: the whole training split is trained on, nothing carved out
     assert all(n[c].get('train') == 4 and not n[c].get('valid') for c in card['classes'])
     m = evaluate_run(out, df[df.split == 'test'], tmp_path/'report')
