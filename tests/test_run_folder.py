@@ -259,3 +259,11 @@ def test_run_folder_files_share_the_umask_permissions(tmp_path, mini):
     assert {'weights.safetensors', 'state.json', 'history.csv', 'report/metrics.json', 'report/roc.png', 'eval-splits/preds.csv', 'model.onnx'} <= set(modes)
     bad = {k: v for k, v in modes.items() if v != (oct(0o750) if (out/k).is_dir() or k == '.' else oct(0o640))}
     assert not bad, bad
+    # the same through the CLI: --overwrite takes the old evaluation away too; files that are not the run's stay
+    (out/'report'/'old.txt').write_text('old')
+    code, _, err = call('train', '--data', mini, '--recipe', 'cxr_scratch', '--arch', 'resnet18', '--quick', '--no-pretrained',
+                        '--max-per-class', 2, '--out', out, '--overwrite')
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ['card.json', 'config.json', 'history.csv', 'model.json', 'model.onnx',
+                                                     'report', 'splits.csv', 'stages', 'state.json', 'weights.safetensors']
+    assert not (out/'report'/'old.txt').exists()
