@@ -203,6 +203,10 @@ def test_resume_refuses_other_data_and_recipe(data, tmp_path):
     r = recipe(); r.bs = 4
     with pytest.raises(ValueError, match=r'recipe differs .*\(bs: 8 -> 4\)'): train_recipe(r, data, out, show=False, device='cpu', resume=True)
     assert load_json(out/'state.json')['done'] == ['a']                 # refused: nothing changed
+    good = (out/'checkpoint.pth').read_bytes(); (out/'checkpoint.pth').write_bytes(good[:1000])   # a damaged checkpoint
+    with pytest.raises(ValueError, match=re.escape(f"Checkpoint {str(out/'checkpoint.pth')!r} cannot be read")):
+        train_recipe(recipe(), data, out, show=False, device='cpu', resume=True)
+    (out/'checkpoint.pth').write_bytes(good)
     train_recipe(recipe(), data, out, show=False, device='cpu', resume=True)
     assert load_json(out/'state.json')['done'] == ['a', 'b']
 
