@@ -197,7 +197,9 @@ def rng_states(*loaders # fastai DataLoaders whose own `rng` (shuffling) is save
     v, keys, g = random.getstate(); n = np.random.get_state()
     return dict(python=[v, list(keys), g], numpy=[n[0], n[1].tolist(), int(n[2]), int(n[3]), float(n[4])],
                 torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                loaders=[[s[0], list(s[1]), s[2]] for s in (dl.rng.getstate() for dl in loaders)])
+                loaders=[[s[0], list(s[1]), s[2]] for s in (_rng(dl).getstate() for dl in loaders)])
+
+def _rng(dl): return dl.__dict__.get('dl', dl).rng   # fastai's DistributedDL draws from the DataLoader it wraps
 
 def _py_state(s): return (s[0], tuple(s[1]), s[2])
 
@@ -209,7 +211,7 @@ def set_rng_states(st:dict, # from `rng_states`
     n = st['numpy']; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
     torch.set_rng_state(st['torch'])
     if st['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
-    for dl, s in zip(loaders, st['loaders']): dl.rng.setstate(_py_state(s))
+    for dl, s in zip(loaders, st['loaders']): _rng(dl).setstate(_py_state(s))
 
 @contextmanager
 def kept_rng():

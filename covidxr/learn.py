@@ -12,11 +12,11 @@ from functools import partial
 import numpy as np, pandas as pd, torch
 from sklearn.metrics import f1_score, recall_score
 from fastai.vision.all import (Learner, Callback, Recorder, Adam, RAdam, SGD, CrossEntropyLossFlat, accuracy,
-                               skm_to_fastai, AvgMetric, Normalize, ReduceLROnPlateau, ChannelsLast, ParamScheduler, L, TrackerCallback)
+                               skm_to_fastai, AvgMetric, Normalize, ReduceLROnPlateau, ChannelsLast, ParamScheduler, TrackerCallback)
 from fastai.torch_core import to_device
 from fastcore.basics import store_attr
 from .core import seed_everything, pick_device, atomic_write, save_json, load_json, lib_versions, \
-    find_dataset, load_state_file, resolve_weights, MissingWeightsError, run_lock, open_run, clear_run, rng_states, \
+    load_state_file, MissingWeightsError, run_lock, open_run, clear_run, rng_states, \
     set_rng_states, kept_rng, save_checkpoint, load_checkpoint, dict_changes, data_changes
 from .models import create_cxr_model, get_arch, ArchSpec, arch_weights
 from .data import cxr_dls, read_dataset, make_splits, check_data
