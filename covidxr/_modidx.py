@@ -66,6 +66,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'covidxr.core._lock_holder': ('core.html#_lock_holder', 'covidxr/core.py'),
                               'covidxr.core._py_state': ('core.html#_py_state', 'covidxr/core.py'),
                               'covidxr.core._reachable': ('core.html#_reachable', 'covidxr/core.py'),
+                              'covidxr.core._rng': ('core.html#_rng', 'covidxr/core.py'),
                               'covidxr.core.atomic_file': ('core.html#atomic_file', 'covidxr/core.py'),
                               'covidxr.core.atomic_write': ('core.html#atomic_write', 'covidxr/core.py'),
                               'covidxr.core.clear_run': ('core.html#clear_run', 'covidxr/core.py'),
