@@ -53,6 +53,9 @@ def atomic_file(path:str|Path # the final file name
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:   # disk full, quota, permissions: the message names the file being written
+        tmp.unlink(missing_ok=True)
+        raise type(e)(e.errno, f"{e.strerror or e} while writing {str(path)!r}") from e
     except BaseException:
         tmp.unlink(missing_ok=True); raise
 
