@@ -389,6 +389,7 @@ def _check_resume(out:Path, r:Recipe, state:dict, df):
                          f"{': ' + '; '.join(why) if why else ''}): resume with the same data and options (--max-per-class, "
                          f"--valid-pct, --seed), or start again (overwrite=True, --overwrite)")
 
+# %% ../nbs/03_learn.ipynb #cd005685
 def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
                  data='cxr-mini', # a DataFrame (covidxr.data contract) or a dataset name/path for `read_dataset`
                  out:str|Path='models/run', # the run folder
@@ -425,6 +426,7 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
             if fresh and not ckf.exists(): clear_run(out)   # failed before its first epoch ended: leave no half-made run
             raise
 
+# %% ../nbs/03_learn.ipynb #cc4fbb2e
 def _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, device, num_workers, cache, cbs, show,
            distributed, quick, distrib_fit, rank_device, on_error):
     sfile, ckf, hist = out/'state.json', out/'checkpoint.pth', out/'history.csv'
