@@ -4,147 +4,21 @@
 
 # %% ../nbs/08_cli.ipynb #5bb2d242
 from __future__ import annotations
-import sys, argparse, warnings, traceback, time, tempfile
+import sys, argparse, warnings, traceback, time
 from pathlib import Path
 from typing import Annotated
 from contextlib import ExitStack
 from fastcore.script import call_parse, parse_cli, CliError
 from .core import run_lock, open_run
+from .cli_utils import one_line, check_out_dir, check_out_file, check_arch, check_recipe, check_run, \
+    _read_data, _run_splits, _print_metrics, _command, _interrupted
+_all_ = ['one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run']   # re-exported from `covidxr.cli_utils`
 
 # %% auto #0
-__all__ = ['COMMANDS', 'one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run', 'train',
-           'evaluate', 'predict', 'export', 'compare', 'demo', 'bench', 'reproduce', 'serve', 'main']
-
-# %% ../nbs/08_cli.ipynb #711d55bc
-def one_line(e:BaseException)->str:
-    "The message of `e` on one line (KeyError's quotes removed, whitespace collapsed)"
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    msg = ' '.join(str(msg).split())
-    return msg or type(e).__name__
-
-def check_out_dir(path:str|Path, # folder that will be written (created when missing)
-                  what:str='--out' # the option that named it, for the message
-                 )->Path:
-    "Create `path` if needed and make sure we can write in it; `CliError` otherwise"
-    p = Path(path).expanduser()
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=p, prefix='.covidxr-write-test'): pass
-    except OSError as e:
-        raise CliError(f"Cannot write to the output folder {str(p)!r} ({e.strerror or e}): choose another {what} "
-                       f"or fix its permissions.") from e
-    return p
-
-def check_out_file(path:str|Path, what:str='--out')->Path:
-    "The parent folder of the file `path` is writable (created when missing)"
-    p = Path(path).expanduser()
-    if p.is_dir(): raise CliError(f"{what} {str(p)!r} is a folder: give a file name (e.g. {str(p/'preds.csv')!r}).")
-    check_out_dir(p.parent if str(p.parent) else '.', what)
-    return p
-
-def check_arch(arch:str)->str:
-    "`arch` is in the registry (`covidxr.models.ARCHS`)"
-    from covidxr.models import ARCHS
-    if arch not in ARCHS: raise CliError(f"Unknown architecture {arch!r} (--arch): choose one of {', '.join(ARCHS)}.")
-    return arch
-
-def check_recipe(recipe:str)->str:
-    "`recipe` is a known recipe (`covidxr.learn.RECIPES`)"
-    from covidxr.learn import RECIPES
-    if recipe not in RECIPES: raise CliError(f"Unknown recipe {recipe!r} (--recipe): choose one of {', '.join(RECIPES)}.")
-    return recipe
-
-def check_run(run:str|Path)->Path:
-    "`run` is a run folder with card.json and weights (read the card to be sure)"
-    from covidxr.inference import read_card
-    p = Path(run).expanduser()
-    if not p.exists(): raise CliError(f"Model folder {str(p)!r} does not exist (--model): pass a run folder written by "
-                                      f"`covidxr train` or `covidxr demo` (it holds card.json and weights.safetensors).")
-    card = read_card(p)
-    wf = Path(card['_dir'])/card['weights']
-    if not wf.is_file(): raise CliError(f"Model folder {str(p)!r} has no {card['weights']} (--model): the run did not finish; "
-                                        f"train it again or restore the file.")
-    return p
+__all__ = ['COMMANDS', 'train', 'evaluate', 'predict', 'export', 'compare', 'demo', 'bench', 'reproduce', 'serve', 'main',
+           'one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run']
 
 # %% ../nbs/08_cli.ipynb #7708fc39
-def _parse_classes(classes:str|None)->list|None:
-    "--classes a,b,c -> ['a', 'b', 'c']"
-    if classes is None: return None
-    cl = [c.strip() for c in classes.split(',') if c.strip()]
-    if len(cl) < 2 or len(set(cl)) != len(cl): raise CliError(f"--classes {classes!r}: give two or more distinct class names, comma separated (e.g. --classes COVID-19,normal,pneumonia).")
-    return cl
-
-def _parse_label_map(label_map:str|None)->dict|None:
-    "--label-map old=new,old2=new2 -> {'old': 'new', 'old2': 'new2'}; 'old=' drops the rows labelled old"
-    if label_map is None: return None
-    out = {}
-    for item in (i for i in label_map.split(',') if i.strip()):
-        if '=' not in item: raise CliError(f"--label-map: {item!r} is not old=new (e.g. --label-map Pnemonia=pneumonia,viral=pneumonia; old= drops).")
-        k, v = (s.strip() for s in item.split('=', 1))
-        if not k: raise CliError(f"--label-map: {item!r} has no label before '='.")
-        out[k] = v or None
-    return out
-
-def _read_data(data, format, what='--data', classes=None, label_map=None, skip_bad=False):
-    "The dataset `data` read for the CLI: --classes/--label-map/--skip-bad applied, warnings printed on one line each"
-    from covidxr.data import read_dataset
-    from covidxr.core import find_dataset, DatasetNotFoundError
-    try: find_dataset(data)   # a missing dataset fails here, with every place looked at
-    except DatasetNotFoundError as e: raise CliError(f"{what}: {one_line(e)}") from None
-    if format not in ('auto', 'folder', 'csv', 'covidx'):
-        raise CliError(f"Unknown format {format!r} (--format): use auto, folder, csv or covidx.")
-    with warnings.catch_warnings(record=True) as ws:
-        warnings.simplefilter('always', UserWarning)
-        df = read_dataset(data, format=format, on_error='skip' if skip_bad else 'raise', classes=_parse_classes(classes),
-                          label_map=_parse_label_map(label_map))
-    for w in ws:
-        if issubclass(w.category, UserWarning): print(f"covidxr: warning: {one_line(w.message)}", file=sys.stderr)
-        else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return df
-
-def _run_splits(run:Path):
-    "The rows a run was trained and validated on, with their split (a DataFrame): `RUN/splits.csv`, written by `train_recipe`"
-    import pandas as pd
-    f = Path(run)/'splits.csv'
-    if not f.is_file(): raise CliError(f"{str(run)!r} has no splits.csv (--model): it was trained before runs saved their split; "
-                                       f"pass --data to evaluate on a dataset, or train it again.")
-    return pd.read_csv(f, dtype=str, keep_default_na=False)
-
-def _print_metrics(m:dict, out:Path):
-    "The headline numbers with their 95% CIs, and what they rest on"
-    ov = m.get('overall', {}) if isinstance(m, dict) else {}
-    for k in ('accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc'):
-        v = ov.get(k)
-        if v and v.get('value') is not None:
-            ci = f" (95% CI {v['lo']:.3f}-{v['hi']:.3f})" if v.get('lo') is not None and v.get('hi') is not None else ''
-            print(f"  {k:<18} {v['value']:.3f}{ci}")
-    if 'n_images' in m: print(f"  on {m['n_images']} images of {m['n_patients']} patients")
-    rep = out/'report.html' if (out/'report.html').exists() else out/'report.md'
-    print(f"Report: {rep}")
-
-def _command(cmd:str, func, args:dict, **extra)->str:
-    "The `covidxr cmd` command line that passes `args` (those that differ from `func`'s defaults) and `extra`"
-    import inspect, shlex
-    parts = ['covidxr', cmd]
-    for k, p in inspect.signature(func).parameters.items():
-        v = extra[k] if k in extra else args.get(k, p.default)
-        if k in ('debug', 'overwrite') or v is None or (v == p.default and k not in extra): continue
-        flag = '--' + k.replace('_', '-')
-        if isinstance(v, bool): parts.append(flag if v else '--no-' + k.replace('_', '-'))
-        else: parts += [flag, shlex.quote(str(v))]
-    return ' '.join(parts)
-
-def _interrupted(run:Path, again:str)->str:
-    "What an interrupted `covidxr train` kept, and how to go on"
-    from covidxr.core import load_json
-    try: st = load_json(run/'state.json')
-    except (OSError, ValueError): st = None
-    if st and (run/'checkpoint.pth').exists():
-        return f"{st.get('run_epoch', 0)} completed epochs are kept in {run}; resume with: {again}"
-    if st and (run/'card.json').exists():
-        return f"the run in {run} is trained, its report is not written; write it with: covidxr evaluate --model {run} --out {run/'report'}"
-    return f"stopped before the first epoch ended, nothing was kept; start again with: {again.replace(' --resume', '')}"
-
 @call_parse
 def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or path: folder, labels CSV or COVIDx .txt
           format:str='auto', # dataset layout: auto|folder|csv|covidx
