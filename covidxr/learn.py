@@ -4,30 +4,33 @@
 
 # %% ../nbs/03_learn.ipynb #97535c08
 from __future__ import annotations
-import copy, hashlib, json, os, time, warnings
+import copy, warnings
 from contextlib import nullcontext
 from pathlib import Path
 from dataclasses import dataclass
 from functools import partial
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 from sklearn.metrics import f1_score, recall_score
-from fastai.vision.all import (Learner, Callback, Recorder, Adam, RAdam, SGD, CrossEntropyLossFlat, accuracy,
-                               skm_to_fastai, AvgMetric, Normalize, ReduceLROnPlateau, ChannelsLast, ParamScheduler, TrackerCallback)
+from fastai.vision.all import (Learner, Adam, RAdam, SGD, CrossEntropyLossFlat, accuracy,
+                               skm_to_fastai, AvgMetric, Normalize, ReduceLROnPlateau, ChannelsLast)
 from fastai.torch_core import to_device
-from fastcore.basics import store_attr
-from .core import seed_everything, pick_device, atomic_write, save_json, load_json, lib_versions, \
-    load_state_file, MissingWeightsError, run_lock, open_run, clear_run, rng_states, \
-    set_rng_states, kept_rng, save_checkpoint, load_checkpoint, dict_changes, data_changes
+from .core import seed_everything, pick_device, atomic_write, save_json, lib_versions, \
+    load_state_file, MissingWeightsError, run_lock, open_run, clear_run, set_rng_states, kept_rng, load_checkpoint
 from .models import create_cxr_model, get_arch, ArchSpec, arch_weights
 from .data import cxr_dls, read_dataset, make_splits, check_data
 from .recipes import Step, Stage, Recipe, override, scaled, SEED002_TABLE3, RECIPES, get_recipe
-_all_ = ['Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES', 'get_recipe']   # re-exported: `from covidxr.learn import get_recipe` keeps working
+from .callbacks import MultiStepLR, epoch_values, StageLogger, EpochLines, scheduled_peak_lrs, trainable_groups, save_weights, BestKeeper
+from .resume import data_fingerprint, fit_state, ResumeFit, RunCheckpoint, _next_pos, _check_resume
+_all_ = ['Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES', 'get_recipe',   # re-exported: `from covidxr.learn import get_recipe` keeps working
+         'MultiStepLR', 'epoch_values', 'StageLogger', 'EpochLines', 'scheduled_peak_lrs', 'trainable_groups', 'save_weights', 'BestKeeper',
+         'data_fingerprint', 'fit_state', 'ResumeFit', 'RunCheckpoint']   # from covidxr.callbacks and covidxr.resume
 
 # %% auto #0
-__all__ = ['cxr_metrics', 'dls_stats', 'set_dls_stats', 'class_weights_for', 'LearnerInfo', 'cxr_learner', 'MultiStepLR',
-           'epoch_values', 'StageLogger', 'EpochLines', 'scheduled_peak_lrs', 'trainable_groups', 'save_weights',
-           'BestKeeper', 'data_fingerprint', 'fit_state', 'ResumeFit', 'RunCheckpoint', 'input_stats', 'train_recipe',
-           'covid_resnet', 'Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES', 'get_recipe']
+__all__ = ['cxr_metrics', 'dls_stats', 'set_dls_stats', 'class_weights_for', 'LearnerInfo', 'cxr_learner', 'input_stats',
+           'train_recipe', 'covid_resnet', 'Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES',
+           'get_recipe', 'MultiStepLR', 'epoch_values', 'StageLogger', 'EpochLines', 'scheduled_peak_lrs',
+           'trainable_groups', 'save_weights', 'BestKeeper', 'data_fingerprint', 'fit_state', 'ResumeFit',
+           'RunCheckpoint']
 
 # %% ../nbs/03_learn.ipynb #a9881926
 def _f1_macro(y_true, y_pred): return f1_score(y_true, y_pred, average='macro', zero_division=0)
@@ -144,151 +147,6 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
                             class_weights=None if cw is None else cw.tolist())
     return learn
 
-# %% ../nbs/03_learn.ipynb #b6497e1f
-class MultiStepLR(Callback):
-    "PyTorch's `MultiStepLR` for a fastai fit: every group's LR times `gamma` for each milestone epoch passed"
-    order = 60
-    def __init__(self, milestones, gamma=0.1): store_attr(); self.milestones = list(milestones)
-    def before_fit(self): self.base = [h['lr'] for h in self.opt.hypers]
-    def before_batch(self):
-        if not self.training: return
-        e = self.epoch + self.iter/self.n_iter
-        f = self.gamma ** sum(e >= m for m in self.milestones)
-        for h, b in zip(self.opt.hypers, self.base): h['lr'] = b*f
-
-# %% ../nbs/03_learn.ipynb #532de279
-def epoch_values(learn)->dict:
-    "The values fastai's `Recorder` logged for the epoch just ended (losses and metrics, without epoch/time), None as NaN"
-    rec = learn.recorder
-    names = rec.metric_names[1:-1] if rec.add_time else rec.metric_names[1:]
-    return {k: float(v) if v is not None else np.nan for k, v in zip(names, learn.final_record)}
-
-# %% ../nbs/03_learn.ipynb #20e81707
-class StageLogger(Callback):
-    "Append one row per epoch to `history.csv`, with what the learner actually did"
-    order = Recorder.order + 1
-    def __init__(self, fname, info:dict, start:int=0): self.fname, self.info, self.run_epoch = Path(fname), info, start
-    def before_fit(self): self.peak = scheduled_peak_lrs(self.learn)
-    def before_epoch(self): self.t0 = time.time()
-    def after_epoch(self):
-        vals = epoch_values(self.learn)
-        n = trainable_groups(self.learn)
-        row = dict(self.info, run_epoch=self.run_epoch, epoch=self.epoch, frozen=n < len(self.opt.param_lists),
-                   trainable_groups=n, lr_lo=self.peak[0], lr_hi=self.peak[-1], **vals, seconds=round(time.time() - self.t0, 2))
-        self.run_epoch += 1
-        old = pd.read_csv(self.fname) if self.fname.exists() else None
-        new = pd.DataFrame([row]) if old is None else pd.concat([old, pd.DataFrame([row])], ignore_index=True)
-        atomic_write(self.fname, new.to_csv(index=False))
-
-# %% ../nbs/03_learn.ipynb #7fd5d685
-class EpochLines(Callback):
-    "Print one plain line per epoch (size, head only or whole net, the logged values): progress for a log or a pipe"
-    order = Recorder.order + 2   # after the Recorder has the epoch's values
-    def before_batch(self):
-        if self.training: self.size = tuple(self.xb[0].shape[-2:])
-    def after_epoch(self):
-        vals = ', '.join(f"{k} {v:.4f}" for k, v in epoch_values(self.learn).items() if np.isfinite(v))
-        frozen = not all(p.requires_grad for p in self.learn.model.parameters())
-        print(f"  epoch {self.epoch + 1}/{self.n_epoch}, {self.size[0]} px, {'head only' if frozen else 'whole net'}: {vals}",
-              flush=True)
-
-# %% ../nbs/03_learn.ipynb #15028f88
-def scheduled_peak_lrs(learn)->list:
-    "Peak LR of each parameter group in the current fit: from the learner's `ParamScheduler` (one-cycle), else its optimizer"
-    n = len(learn.opt.param_lists)
-    for cb in learn.cbs:
-        if isinstance(cb, ParamScheduler) and 'lr' in cb.scheds:
-            v = np.stack([np.broadcast_to(np.asarray(cb.scheds['lr'](p), dtype=float), (n,)) for p in np.linspace(0, 1, 401)[:-1]])
-            return v.max(0).tolist()
-    return [float(h['lr']) for h in learn.opt.hypers]
-
-# %% ../nbs/03_learn.ipynb #b94b5cc4
-def trainable_groups(learn)->int:
-    "How many parameter groups of `learn` have trainable non-BatchNorm weights (read from `requires_grad`)"
-    bns = {id(p) for m in learn.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
-    return sum(any(p.requires_grad for p in g if id(p) not in bns) for g in learn.opt.param_lists)
-
-# %% ../nbs/03_learn.ipynb #7ba07b24
-def save_weights(model, path)->Path:
-    "The model's state dict as safetensors, written atomically"
-    from safetensors.torch import save
-    if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)): model = model.module
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return atomic_write(path, save(sd))
-
-# %% ../nbs/03_learn.ipynb #75dd2717
-class BestKeeper(TrackerCallback):
-    "fastai's `TrackerCallback` over the whole run: save the best weights (by `monitor`) in `fname`, and record where they came from in `state['best']`"
-    order = Recorder.order + 2   # after StageLogger, before RunCheckpoint commits the epoch
-    def __init__(self, fname, # where the best weights go (RunCheckpoint then commits them)
-                 monitor:str, # a logged value: 'valid_loss' (lower is better), a metric (higher is better)
-                 info:dict, # stored with the best: stage, step, size, ...
-                 state:dict # the run state; its 'best' carries the best value over fits and resumes
-                ):
-        super().__init__(monitor=monitor, reset_on_fit=False)
-        self.fname, self.info, self.state = Path(fname), info, state
-        if state.get('best'): self.best = state['best']['value']
-    def before_fit(self):
-        names = list(self.recorder.metric_names[1:])
-        if self.monitor not in names: raise KeyError(f"monitor {self.monitor!r} is not among the logged values {[n for n in names if n != 'time']}")
-        super().before_fit()
-    def after_epoch(self):
-        super().after_epoch()
-        if not self.new_best: return
-        save_weights(self.learn.model, self.fname)
-        self.state['best'] = dict(self.info, epoch=self.epoch, monitor=self.monitor, value=float(self.best))
-
-# %% ../nbs/03_learn.ipynb #ee15e9eb
-def data_fingerprint(df:pd.DataFrame)->str:
-    "A short hash of the (path, label, split) rows: the exact data a run saw"
-    cols = [c for c in ('path', 'label', 'split') if c in df.columns]
-    s = df[cols].astype(str).sort_values(cols).to_csv(index=False)
-    return hashlib.sha256(s.encode()).hexdigest()[:16]
-
-# %% ../nbs/03_learn.ipynb #eea0907c
-def fit_state(learn)->dict:
-    "What a fit carries from one epoch to the next besides model and optimizer: smoothed loss, LRs, plateau tracker, AMP scaler"
-    sl, sc = learn.recorder.smooth_loss, getattr(learn, 'scaler', None)
-    pl = [dict(best=float(c.best), wait=int(c.wait)) for c in learn.cbs if isinstance(c, ReduceLROnPlateau)]
-    return dict(smooth=[sl.val.detach().cpu(), sl.count], lrs=[h['lr'] for h in learn.opt.hypers], plateau=pl[0] if pl else None,
-                scaler=sc.state_dict() if sc is not None else None)
-
-class ResumeFit(Callback):
-    "Continue a fit of `n_epoch` epochs at epoch `start` (the fit runs `n_epoch - start` epochs), with the fit state `saved`"
-    order = -20   # before every other callback's before_epoch
-    def __init__(self, start:int, n_epoch:int, saved:dict): self.start, self.n, self.saved = start, n_epoch, saved
-    def before_fit(self): self.first = True
-    def before_epoch(self):
-        self.learn.epoch += self.start; self.learn.n_epoch = self.n   # one-cycle position: epoch/n_epoch, as uninterrupted
-        if not self.first: return
-        self.first, s = False, self.saved
-        self.learn.recorder.smooth_loss.val, self.learn.recorder.smooth_loss.count = s['smooth']
-        for h, lr in zip(self.opt.hypers, s['lrs']): h['lr'] = lr
-        for c in self.learn.cbs:
-            if isinstance(c, ReduceLROnPlateau) and s['plateau']: c.best, c.wait = s['plateau']['best'], s['plateau']['wait']
-        if s['scaler'] and getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(s['scaler'])
-
-class RunCheckpoint(Callback):
-    "After every epoch commit the run in `out`: checkpoint.pth, then the best weights and state.json (a stage's end: its weights)"
-    order = 90   # after every callback that ends the epoch: StageLogger, BestKeeper, fastai's ReduceLROnPlateau (its LR cut is part of the epoch)
-    def __init__(self, out, state:dict, pos:tuple, lrs:tuple, log:StageLogger, stage_end:str|None=None, final:bool=False):
-        self.out, self.state, self.pos, self.lrs, self.log, self.stage_end, self.final = Path(out), state, pos, lrs, log, stage_end, final
-    def after_epoch(self):
-        st, m = self.state, self.learn.model
-        if isinstance(m, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)): m = m.module
-        st['run_epoch'] = self.log.run_epoch
-        if self.stage_end and self.epoch == self.n_epoch - 1:   # the stage's last epoch
-            save_weights(m, self.out/'stages'/f'{self.stage_end}.safetensors'); st['done'].append(self.stage_end)
-            if self.final: st['best'] = dict(self.log.info, epoch=self.epoch, monitor='final', value=None)
-        new = st['best'] is not None and 'run_epoch' not in st['best']   # BestKeeper (or 'final') just set it
-        if new: st['best']['run_epoch'] = st['run_epoch'] - 1
-        st['pos'] = dict(stage=self.pos[0], step=self.pos[1], epoch=self.epoch, lrs=list(self.lrs))
-        save_checkpoint(dict(format='covidxr-checkpoint/1', state=st, model=m.state_dict(), opt=self.learn.opt.state_dict(),
-                             fit=fit_state(self.learn), rng=rng_states(*self.learn.dls.loaders)), self.out/'checkpoint.pth')
-        if (self.out/'.best.safetensors').exists(): os.replace(self.out/'.best.safetensors', self.out/'weights.safetensors')
-        elif new: save_weights(m, self.out/'weights.safetensors')
-        save_json(st, self.out/'state.json')
-
 # %% ../nbs/03_learn.ipynb #dfd68fdc
 def _opt_func(r:Recipe):
     if r.opt == 'adam': return partial(Adam, mom=r.mom, sqr_mom=r.sqr_mom, eps=r.eps, decouple_wd=r.decouple_wd)
@@ -366,28 +224,6 @@ def _card(learn, r:Recipe, state:dict, df, stats)->dict:
                       mean=stats[0] if stats else None, std=stats[1] if stats else None, model=i.model,
                       lib=i.lib, pretrained=i.pretrained, recipe=r.name, best=b,
                       data_fingerprint=data_fingerprint(df), data_root=str(df.attrs.get('root', '')))
-
-# %% ../nbs/03_learn.ipynb #d5a02666
-def _next_pos(r:Recipe, pos:dict|None)->tuple:
-    "(stage, step, epoch) to run after the checkpoint at `pos` (None: the start)"
-    if not pos: return 0, 0, 0
-    i, j, e = pos['stage'], pos['step'], pos['epoch'] + 1
-    if e >= r.stages[i].steps[j].epochs: j, e = j + 1, 0
-    if j >= len(r.stages[i].steps): i, j = i + 1, 0
-    return i, j, e
-
-def _check_resume(out:Path, r:Recipe, state:dict, df):
-    "A resumed run continues only with the recipe and data it started with"
-    old = load_json(out/'config.json') if (out/'config.json').exists() else dict(data={})
-    diff = dict_changes(state['recipe'], json.loads(json.dumps(r.to_dict())))
-    if diff: raise ValueError(f"resume: the recipe differs from the one in {out/'config.json'} ({'; '.join(diff[:5])}): "
-                              f"resume with the same recipe and options, use another `out`, or start again (overwrite=True, --overwrite)")
-    fp, was = data_fingerprint(df), state.get('data_fingerprint') or old['data'].get('fingerprint')
-    if was and fp != was:
-        why = data_changes(pd.read_csv(out/'splits.csv', dtype=str, keep_default_na=False), df) if (out/'splits.csv').exists() else []
-        raise ValueError(f"resume: the data differs from the run's in {out} (fingerprint {fp}, the run's {was}"
-                         f"{': ' + '; '.join(why) if why else ''}): resume with the same data and options (--max-per-class, "
-                         f"--valid-pct, --seed), or start again (overwrite=True, --overwrite)")
 
 # %% ../nbs/03_learn.ipynb #cd005685
 def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
