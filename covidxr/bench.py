@@ -156,7 +156,7 @@ def train_epochs(dls, # DataLoaders of either pipeline
     with learn.no_bar(), learn.no_logging(): learn.fit(epochs, lr, cbs=[tt])
     wall = time.perf_counter() - t0
     return dict(tt.result, fit_seconds=wall, cpu_seconds=cpu_seconds() - c0, params=n_params(learn.model),
-                precision=getattr(learn, 'cxr', {}).get('precision', 'fp32'), channels_last=pipeline == 'covidxr')
+                precision=learn.cxr.precision if hasattr(learn, 'cxr') else 'fp32', channels_last=pipeline == 'covidxr')
 
 # %% ../nbs/30_bench.ipynb #01ac11d4
 def _timed(fn, n_items:int, min_seconds:float=1., max_reps:int=50)->dict:

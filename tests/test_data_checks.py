@@ -223,7 +223,7 @@ def test_cli_classes_and_label_map_flags(tmp_path, mini):
     for bad, needle in [('--classes', 'give two or more distinct class names'), ('--label-map', 'is not old=new')]:
         code, out, err = call('train', '--data', root, bad, 'normal', '--out', tmp_path/'r2')
         assert code == 1 and needle in err, err
-    from covidxr.cli import _read_data, _parse_label_map
+    from covidxr.cli_utils import _read_data, _parse_label_map
     assert _parse_label_map('Pnemonia=pneumonia, viral = pneumonia,junk=') == {'Pnemonia': 'pneumonia', 'viral': 'pneumonia', 'junk': None}
     df = _read_data(root, 'auto', label_map='Pnemonia=pneumonia', classes='COVID-19,normal,pneumonia')
     assert label_counts(df.label) == 'pneumonia 4, COVID-19 3, normal 3'
