@@ -110,6 +110,7 @@ def check_file(path:str|Path, # the image file
     if w*h > max_pixels: return f'{w}x{h} pixels exceeds max_pixels={max_pixels} (decompression bomb?)'
     return None
 
+# %% ../nbs/01b_readers.ipynb #a6afd93c
 def _check_one(args): return check_file(*args)
 
 def _check_into(df:pd.DataFrame, check:str, max_pixels, probs:_Problems, n_workers:int=0)->pd.DataFrame:
@@ -124,6 +125,7 @@ def _check_into(df:pd.DataFrame, check:str, max_pixels, probs:_Problems, n_worke
     for i in bad: probs.add(df['path'].iloc[i], res[i], row=df['row'].iloc[i] if 'row' in df else None)
     return df.drop(index=df.index[bad]) if bad else df
 
+# %% ../nbs/01b_readers.ipynb #7128b2fd
 def check_files(df:pd.DataFrame, # a covidxr table (column `path`)
                 check:str='open', # 'none' | 'exists' | 'open' | 'decode'
                 on_error:str='raise', # 'raise' or 'skip' (bad rows dropped and reported)
@@ -198,6 +200,7 @@ def rare_labels(labels, # the label column (or any list of labels)
 CONTAINER_DIRS = {'images', 'imgs', 'img', 'image', 'png', 'jpg', 'dicom', 'dcm', 'data'}
 SKIP_DIRS = {'masks', 'mask', 'lung masks', '__macosx', '.cache', '.ipynb_checkpoints'}
 
+# %% ../nbs/01b_readers.ipynb #bd8e4965
 def dicom_meta(path:str|Path)->dict:
     "PatientID, ViewPosition and Modality from a DICOM header ('' when absent)"
     import pydicom
@@ -205,6 +208,7 @@ def dicom_meta(path:str|Path)->dict:
     return dict(dicom_patient=str(ds.get('PatientID', '') or ''), view=str(ds.get('ViewPosition', '') or ''),
                 modality=str(ds.get('Modality', '') or ''))
 
+# %% ../nbs/01b_readers.ipynb #7c7cc368
 def read_folder(root:str|Path, # dataset folder (or a name known to `find_dataset`)
                 exts:tuple=IMG_EXTS, # image file extensions (others, e.g. .txt/.csv, are ignored)
                 label_map:dict|None=None, # folder name -> label (e.g. {'NORMAL': 'normal'}); None maps to "drop"
@@ -299,11 +303,13 @@ def _map_label(v, label_map, label_regex):
     if v == '': return None, 'empty label'
     return v, None
 
+# %% ../nbs/01b_readers.ipynb #1eca5088
 def _inside(p, root)->bool:
     "Is `p` inside `root` once '..' are resolved (lexically: symlinks inside the dataset are fine)?"
     p, root = os.path.normpath(os.path.abspath(p)), os.path.normpath(os.path.abspath(root))
     return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
 
+# %% ../nbs/01b_readers.ipynb #7e49b317
 def read_csv_dataset(csv_path:str|Path, # the CSV/metadata file
                      root:str|Path|None=None, # folder the file names are relative to (default: the CSV's folder)
                      path_col:str='filename', # column with the image file name/relative path
