@@ -22,6 +22,7 @@ COVIDX_FILES = {'train': ('train*COVIDx*.txt', 'train_split_v1.txt', 'train.txt'
                 'valid': ('val*COVIDx*.txt', 'val_split_v1.txt', 'val.txt')}
 SOURCE_FIXES = {'rnsa': 'rsna'}   # typos of source names in published COVIDx label files
 
+# %% ../nbs/01c_covidx.ipynb #cfe1e40d
 def _covidx_files(root:Path, patterns)->Path|None:
     "The file matching the first of `patterns` that matches any; an error if that pattern matches several"
     for pattern in ([patterns] if isinstance(patterns, str) else patterns):
@@ -30,11 +31,13 @@ def _covidx_files(root:Path, patterns)->Path|None:
         if fs: return fs[0]
     return None
 
+# %% ../nbs/01c_covidx.ipynb #8bdf759f
 def is_covidx_folder(root:str|Path)->bool:
     "Does `root` hold COVIDx label files (any layout of `COVIDX_FILES`)?"
     root = Path(root)
     return root.is_dir() and any(_covidx_files(root, pats) for pats in COVIDX_FILES.values())
 
+# %% ../nbs/01c_covidx.ipynb #240f78df
 def parse_covidx_line(line:str, labels=COVIDX_LABELS)->tuple|None:
     "(patient_id, filename, label, source) from one COVIDx line; None for a blank line; ValueError if malformed"
     toks = line.replace('\ufeff', '').strip().split()
@@ -46,6 +49,7 @@ def parse_covidx_line(line:str, labels=COVIDX_LABELS)->tuple|None:
     if len(toks) == 4: return toks[0], toks[1], toks[2], toks[3]
     raise ValueError(f"cannot tell the label among {len(toks)} fields (known labels: {sorted(labels)})")
 
+# %% ../nbs/01c_covidx.ipynb #0dfab276
 def read_covidx(root:str|Path, # folder with the label files (and by default the image folders)
                 train_file:str|Path|None=None, # default: the file matching COVIDX_FILES['train'] ('train*COVIDx*.txt', 'train_split_v1.txt', 'train.txt')
                 test_file:str|Path|None=None, # default: the file matching COVIDX_FILES['test']
