@@ -86,6 +86,7 @@ def default_cache_dir()->Path:
     "`$COVIDXR_CACHE`, else `data/.cache` (relative to the current folder)"
     return Path(os.environ.get('COVIDXR_CACHE') or Path('data')/'.cache').absolute()
 
+# %% ../nbs/01e_data.ipynb #5e76f743
 def _cache_one(args):
     src, dst, size, max_pixels = args
     try:
@@ -98,6 +99,7 @@ def _cache_one(args):
     except CXRDataError as e: return 'error: ' + str(e)
     except Exception as e: return f'error: {src}: {type(e).__name__}: {e}'
 
+# %% ../nbs/01e_data.ipynb #e7e8392f
 class ImageCache:
     "Images downscaled to a shorter side of `size`, keyed by source path + mtime + size"
     def __init__(self, cache_dir:str|Path|None=None, # default `default_cache_dir()`
@@ -236,9 +238,11 @@ class DlsInfo:
 class CopyPath(str):
     "A file path marked as an augmented copy (a row with `aug_copy` set)"
 
+# %% ../nbs/01e_data.ipynb #b92b1ee8
 class TensorImageCopy(TensorImage):
     "An image tensor marked as an augmented copy: `CopyAug` augments these and nothing else"
 
+# %% ../nbs/01e_data.ipynb #2384dfae
 class PILCXR(PILImage):
     "A fastai `PILImage` decoded by `load_cxr` (DICOM, 16-bit, RGBA -> 8-bit 3-channel gray)"
     @classmethod
@@ -247,10 +251,12 @@ class PILCXR(PILImage):
         if isinstance(fn, (str, Path)): return cls(load_cxr(fn))
         return super().create(fn, **kwargs)
 
+# %% ../nbs/01e_data.ipynb #fa6a2543
 class PILCXRCopy(PILCXR):
     "A `PILCXR` of an augmented copy; fastai's transforms keep the type, `ToTensor` makes it a `TensorImageCopy`"
     _tensor_cls = TensorImageCopy
 
+# %% ../nbs/01e_data.ipynb #0533691b
 class CXRGetter:
     "Item getter: a table row or a path -> the file to decode (its cached copy when a cache is used); a `CopyPath` for rows with `copy_col` set"
     def __init__(self, col='path', cache=None, copy_col='aug_copy'): store_attr()
@@ -261,6 +267,7 @@ class CXRGetter:
         v = o.get(self.copy_col) if row and self.copy_col else None
         return CopyPath(f) if v is not None and pd.notna(v) and bool(v) else f
 
+# %% ../nbs/01e_data.ipynb #e3fa2504
 class CopyAug(Transform):
     "Item transform: the batch augmentation `tfms` applied to the augmented copies (`TensorImageCopy`) of the training set, one image at a time; originals pass unchanged"
     order, split_idx = 6, 0   # after `ToTensor` (5), training set only
@@ -271,8 +278,10 @@ class CopyAug(Transform):
         for t in sorted(self.tfms, key=lambda t: getattr(t, 'order', 0)): b = t(b, split_idx=0)
         return TensorImage((b[0]*255).round().clamp(0, 255).to(torch.uint8))   # back to 8 bits, as a stored augmented copy
 
+# %% ../nbs/01e_data.ipynb #a315f4af
 RESIZE = {'squish': ResizeMethod.Squish, 'pad': ResizeMethod.Pad, 'crop': ResizeMethod.Crop}
 
+# %% ../nbs/01e_data.ipynb #86c1ba2a
 def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_splits`)
             size:int=224, # square input size
             bs:int=32, # batch size
