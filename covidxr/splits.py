@@ -33,6 +33,7 @@ def assert_patient_disjoint(df:pd.DataFrame, # a covidxr table
         raise PatientLeakError(f"{len(bad)} patient(s) appear in more than one split (images per split): " + '; '.join(desc)
                                + (' ...' if len(bad) > 20 else '') + ". Fix the split, or let make_splits assign these patients.")
 
+# %% ../nbs/01d_splits.ipynb #0c3ddcb4
 def _fraction(pct:float, n_groups:int)->tuple:
     "(k, m): take m of k folds to get a fraction close to pct"
     best = None
@@ -57,6 +58,7 @@ def _carve(d:pd.DataFrame, pct:float, seed:int, strat, groups)->np.ndarray:
     for _, te in folds[:m]: mask[te] = True
     return mask
 
+# %% ../nbs/01d_splits.ipynb #7d46b550
 def make_splits(df:pd.DataFrame, # a covidxr table
                 valid_pct:float=0.2, # fraction of the training pool that becomes `valid` (when there is no valid)
                 test_pct:float=0.2, # fraction of all images that becomes `test` (when there is no test)
@@ -111,6 +113,7 @@ def phash_paths(paths, hash_size:int=8, n_workers:int|None=None, progress:bool=T
     if len(args) < 64: nw = 0
     return list(parallel(_phash_one, args, n_workers=nw, progress=progress and len(args) >= 64, chunksize=16))
 
+# %% ../nbs/01d_splits.ipynb #98239a46
 def find_duplicates(df:pd.DataFrame, # covidxr table
                     max_dist:int=4, # largest Hamming distance between pHashes that counts as a duplicate
                     hash_size:int=8, # pHash size (8 -> 64 bits)
@@ -136,6 +139,7 @@ def find_duplicates(df:pd.DataFrame, # covidxr table
     if 'label' in df: out['same_label'] = out.label_a == out.label_b
     return out.sort_values(['dist', 'path_a']).reset_index(drop=True)
 
+# %% ../nbs/01d_splits.ipynb #eb0d2ffb
 def drop_duplicates(df:pd.DataFrame, # covidxr table
                     pairs:pd.DataFrame, # `find_duplicates` output (filter it first to keep pairs you judged different)
                     keep:str='first', # 'first': drop `path_b`; 'test': across splits keep the test/valid copy, drop the train one
