@@ -17,10 +17,12 @@ RESEARCH_ONLY = ("Research use only, not a diagnostic device. These models were 
                  "chest X-ray collections whose labels and image sources are confounded; never use them to diagnose, "
                  "triage or treat anyone.")
 
+# %% ../nbs/09_serve.ipynb #5d9cc2e1
 def _read_json(f:Path):
     try: return json.loads(Path(f).read_text())
     except (OSError, ValueError): return None
 
+# %% ../nbs/09_serve.ipynb #04a13c9c
 def _recipe_md(card:dict, cfg:dict)->list:
     rec = cfg.get('recipe') or {}
     name = rec.get('name') or card.get('recipe')
@@ -30,6 +32,7 @@ def _recipe_md(card:dict, cfg:dict)->list:
     return [f"**Recipe** `{name}`" + (' (quick smoke-run scale)' if cfg.get('quick') else '') + (f": {stages}" if stages else '') + '.',
             *([f"_{rec['source']}_"] if rec.get('source') else []), '']
 
+# %% ../nbs/09_serve.ipynb #a9537204
 def _data_md(card:dict, cfg:dict)->list:
     d = cfg.get('data') or {}
     root, fp = d.get('root') or card.get('data_root'), d.get('fingerprint') or card.get('data_fingerprint')
@@ -42,6 +45,7 @@ def _data_md(card:dict, cfg:dict)->list:
         lines += [f"| {c} | " + ' | '.join(str(v.get(s, 0)) for s in splits) + ' |' for c, v in d['n'].items()]
     return lines + ['']
 
+# %% ../nbs/09_serve.ipynb #5d1b0a79
 def _metrics_md(m:dict|None)->list:
     from covidxr.report import _confounding_text   # the report's own wording
     if m is None: return ["**Test metrics**: this run folder has no `report/metrics.json`; write one with "
@@ -59,6 +63,7 @@ def _metrics_md(m:dict|None)->list:
     if m.get('notes'): lines += ['', 'Notes: ' + '; '.join(m['notes']) + '.']
     return lines
 
+# %% ../nbs/09_serve.ipynb #d671b384
 def run_card_md(run:str|Path, # run folder written by `covidxr train` (card.json, config.json, report/)
                 card:dict|None=None # its card, when already read (`load_run`)
                )->str:
