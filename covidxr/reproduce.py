@@ -84,6 +84,7 @@ def _prepare(data, r, max_per_class, seed):
     if max_per_class: df = sample_per_class(df, max_per_class, seed=seed)
     return df
 
+# %% ../nbs/11_reproduce.ipynb #c5b5ccac
 def _md(paper, table, runs, quick, data, hw):
     from covidxr.report import md_table
     p = PAPER_RESULTS[paper]
@@ -97,6 +98,7 @@ def _md(paper, table, runs, quick, data, hw):
             '## Runs', '', md_table(runs, index=False), '', "## The paper's own inconsistencies and gaps", '']
     return '\n'.join(head + body + [f'- {n}' for n in paper_notes(paper)]) + '\n'
 
+# %% ../nbs/11_reproduce.ipynb #23f996d6
 def reproduce(paper, # seed paper: '000'...'004' (or 2, 'seed002')
               data=None, # DataFrame or dataset name/path; default (QUICK only): 'cxr-mini'
               quick:bool=False, # CPU smoke run: from scratch, `px` images, `max_per_class`, 1 epoch per step
