@@ -170,6 +170,7 @@ def _timed(fn, n_items:int, min_seconds:float=1., max_reps:int=50)->dict:
     n = n_items*reps
     return dict(images=n, seconds=dt, img_s=n/dt, ms_img=1000*dt/n, cpu_ms_img=1000*(cpu_seconds() - c0)/n)
 
+# %% ../nbs/30_bench.ipynb #587c98ee
 def _onnx_session(model, size, folder):
     import onnxruntime as ort
     f = Path(folder)/'bench.onnx'
@@ -179,6 +180,7 @@ def _onnx_session(model, size, folder):
                           input_names=['image'], output_names=['logits'], dynamic_axes={'image': {0: 'batch'}, 'logits': {0: 'batch'}})
     return ort.InferenceSession(str(f), providers=['CPUExecutionProvider'])
 
+# %% ../nbs/30_bench.ipynb #5c0c253f
 def bench_inference(arch:str='resnet50', size:int=224, batch_sizes=(1, 32), device=None,
                     min_seconds:float=2. # time each variant at least this long
                    )->list:
@@ -227,6 +229,7 @@ BENCH_CONFIGS = dict(
               passes=1, infer=(('resnet50', 224), ('resnet18', 128)), min_seconds=3.),
 )
 
+# %% ../nbs/30_bench.ipynb #dc1d9cff
 def _ratio(b, a): return b/a if a and b and a > 0 else None
 
 def run_bench(out:str|Path|None=None, # folder for bench.json (None: do not write)
