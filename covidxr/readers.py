@@ -4,7 +4,7 @@
 
 # %% ../nbs/01b_readers.ipynb #baa03fa0
 from __future__ import annotations
-import os, re, math, logging, warnings
+import io, os, re, math, logging, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image, UnidentifiedImageError
@@ -337,7 +337,9 @@ def read_csv_dataset(csv_path:str|Path, # the CSV/metadata file
     csv_path = Path(csv_path)
     if not csv_path.is_file(): raise CXRDataError(f"{csv_path}: CSV file not found")
     root = Path(root) if root is not None else csv_path.parent
-    try: raw = pd.read_csv(csv_path, sep=sep, dtype=str, keep_default_na=False, encoding='utf-8-sig')
+    # the text is read in Python first, then parsed: a Ctrl-C stays a KeyboardInterrupt (pandas' C parser reading the file
+    # itself once turned one into 'Calling read(nbytes) on source failed', a wrong 'cannot parse the CSV')
+    try: raw = pd.read_csv(io.StringIO(csv_path.read_text(encoding='utf-8-sig')), sep=sep, dtype=str, keep_default_na=False)
     except UnicodeDecodeError as e: raise CXRDataError(f"{csv_path}: not UTF-8 text (byte {e.object[e.start:e.start+1]!r} at offset {e.start}): save it as UTF-8") from None
     except pd.errors.EmptyDataError: raise CXRDataError(f"{csv_path}: empty CSV file (no header line)") from None
     except (pd.errors.ParserError, ValueError) as e: raise CXRDataError(f"{csv_path}: cannot parse the CSV: {' '.join(str(e).split())}") from None
