@@ -147,13 +147,14 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
                             class_weights=None if cw is None else cw.tolist())
     return learn
 
-# %% ../nbs/03_learn.ipynb #dfd68fdc
+# %% ../nbs/03_learn.ipynb #4722e76e
 def _opt_func(r:Recipe):
     if r.opt == 'adam': return partial(Adam, mom=r.mom, sqr_mom=r.sqr_mom, eps=r.eps, decouple_wd=r.decouple_wd)
     if r.opt == 'radam': return partial(RAdam, mom=r.mom, sqr_mom=r.sqr_mom, eps=r.eps, decouple_wd=r.decouple_wd)
     if r.opt == 'sgd': return partial(SGD, mom=r.mom, decouple_wd=r.decouple_wd)
     raise ValueError(f"Unknown optimizer {r.opt!r}: use 'adam', 'radam' or 'sgd'")
 
+# %% ../nbs/03_learn.ipynb #c968230e
 def _prepare_df(data, r:Recipe, max_per_class:int|None=None)->pd.DataFrame:
     df = data.copy() if isinstance(data, pd.DataFrame) else read_dataset(data)
     if isinstance(data, pd.DataFrame): df.attrs = dict(data.attrs)
@@ -171,6 +172,7 @@ def _prepare_df(data, r:Recipe, max_per_class:int|None=None)->pd.DataFrame:
         df.attrs = attrs
     return df
 
+# %% ../nbs/03_learn.ipynb #c57c916f
 def _step_lrs(learn, t:Step, lr_find:bool=False, lrs:tuple|None=None)->tuple:
     "Freeze/unfreeze for step `t` and pick its (lowest, peak) LR: `lrs` (a resumed step's), the recipe's, or the LR finder's"
     learn.freeze() if t.frozen else learn.unfreeze()
@@ -184,6 +186,7 @@ def _step_lrs(learn, t:Step, lr_find:bool=False, lrs:tuple|None=None)->tuple:
         hi = sug
     return lo, hi
 
+# %% ../nbs/03_learn.ipynb #778a527b
 def _fit_step(learn, t:Step, lrs:tuple, cbs:list, start:int=0):
     "Fit step `t` at `lrs` = (lowest, peak) from epoch `start` (a resumed step: `cbs` hold its `ResumeFit`)"
     lo, hi = lrs
