@@ -127,16 +127,21 @@ def run_script(tmp_path, out, resume=False, snap=False, wait_for=None):
         _, err = p.communicate(timeout=300); assert p.returncode == 0, err
         return p
     t0 = time.time()
-    while not wait_for.exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.01)
+    while not wait_for() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.01)
     p.send_signal(signal.SIGKILL); _, err = p.communicate(timeout=60)
     assert p.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {err}"
     return p
+
+def _committed(run)->bool:
+    "The first epoch's commit is complete: state.json, written last (after checkpoint.pth and the best weights), says so"
+    try: return load_json(run/'state.json')['run_epoch'] >= 1
+    except (OSError, ValueError, KeyError): return False
 
 def test_killed_run_resumes_to_the_uninterrupted_result(data, tmp_path):
     data.to_pickle(tmp_path/'df.pkl'); (tmp_path/'snaps').mkdir()
     ref, run = tmp_path/'ref', tmp_path/'run'
     run_script(tmp_path, ref, snap=True)                             # uninterrupted, with each epoch's weights in snaps/
-    run_script(tmp_path, run, wait_for=run/'checkpoint.pth')          # SIGKILL right after the first commit
+    run_script(tmp_path, run, wait_for=lambda: _committed(run))       # SIGKILL right after the first commit
     st = load_json(run/'state.json')
     assert 1 <= st['run_epoch'] < 4 and st['best'] is not None, st
     # the recorded best and the weights file agree: they are the weights of the epoch the best names
