@@ -13,7 +13,7 @@ from .core import atomic_write
 
 # %% auto #0
 __all__ = ['MultiStepLR', 'epoch_values', 'StageLogger', 'EpochLines', 'scheduled_peak_lrs', 'trainable_groups', 'save_weights',
-           'BestKeeper']
+           'BestKeeper', 'cpu_bf16_supported', 'CPUBf16']
 
 # %% ../nbs/03b_callbacks.ipynb #b6497e1f
 class MultiStepLR(Callback):
@@ -108,3 +108,20 @@ class BestKeeper(TrackerCallback):
         if not self.new_best: return
         save_weights(self.learn.model, self.fname)
         self.state['best'] = dict(self.info, epoch=self.epoch, monitor=self.monitor, value=float(self.best))
+
+# %% ../nbs/03b_callbacks.ipynb #151071c6
+def cpu_bf16_supported()->bool:
+    "Whether this CPU's oneDNN has bfloat16 kernels (AVX-512 BF16/AMX, or AVX-512 emulation); False without AVX-512"
+    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError): return False
+
+# %% ../nbs/03b_callbacks.ipynb #79c413d6
+class CPUBf16(Callback):
+    "bf16 autocast for the training forward pass and loss on a CPU; weights, gradients and all predictions stay fp32"
+    order = 10   # before the model runs (fastai's MixedPrecision has order 10 too)
+    def before_batch(self):
+        self.ac = torch.autocast('cpu', dtype=torch.bfloat16, enabled=self.training)
+        self.ac.__enter__()
+    def after_loss(self):
+        if getattr(self, 'ac', None) is not None: self.ac.__exit__(None, None, None); self.ac = None
+    def after_cancel_batch(self): self.after_loss()

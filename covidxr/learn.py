@@ -19,18 +19,18 @@ from .core import seed_everything, pick_device, atomic_write, save_json, lib_ver
 from .models import create_cxr_model, get_arch, ArchSpec, arch_weights
 from .data import cxr_dls, read_dataset, make_splits, check_data
 from .recipes import Step, Stage, Recipe, override, scaled, SEED002_TABLE3, RECIPES, get_recipe
-from .callbacks import MultiStepLR, epoch_values, StageLogger, EpochLines, scheduled_peak_lrs, trainable_groups, save_weights, BestKeeper
+from .callbacks import MultiStepLR, epoch_values, StageLogger, EpochLines, scheduled_peak_lrs, trainable_groups, save_weights, BestKeeper, CPUBf16, cpu_bf16_supported
 from .resume import data_fingerprint, fit_state, ResumeFit, RunCheckpoint, _next_pos, _check_resume
 _all_ = ['Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES', 'get_recipe',   # re-exported: `from covidxr.learn import get_recipe` keeps working
-         'MultiStepLR', 'epoch_values', 'StageLogger', 'EpochLines', 'scheduled_peak_lrs', 'trainable_groups', 'save_weights', 'BestKeeper',
+         'MultiStepLR', 'epoch_values', 'StageLogger', 'EpochLines', 'scheduled_peak_lrs', 'trainable_groups', 'save_weights', 'BestKeeper', 'CPUBf16', 'cpu_bf16_supported',
          'data_fingerprint', 'fit_state', 'ResumeFit', 'RunCheckpoint']   # from covidxr.callbacks and covidxr.resume
 
 # %% auto #0
 __all__ = ['cxr_metrics', 'dls_stats', 'set_dls_stats', 'class_weights_for', 'LearnerInfo', 'cxr_learner', 'input_stats',
            'train_recipe', 'covid_resnet', 'Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES',
            'get_recipe', 'MultiStepLR', 'epoch_values', 'StageLogger', 'EpochLines', 'scheduled_peak_lrs',
-           'trainable_groups', 'save_weights', 'BestKeeper', 'data_fingerprint', 'fit_state', 'ResumeFit',
-           'RunCheckpoint']
+           'trainable_groups', 'save_weights', 'BestKeeper', 'CPUBf16', 'cpu_bf16_supported', 'data_fingerprint',
+           'fit_state', 'ResumeFit', 'RunCheckpoint']
 
 # %% ../nbs/03_learn.ipynb #a9881926
 def _f1_macro(y_true, y_pred): return f1_score(y_true, y_pred, average='macro', zero_division=0)
@@ -94,7 +94,7 @@ class LearnerInfo:
     head:str # a `covidxr.models.HEADS` name
     pretrained:bool # the body started from ImageNet weights (a resumed run: as the recipe says)
     classes:list # class names, in the model's output order
-    precision:str='fp32' # 'fp32', 'fp16' or 'bf16' (what the learner actually trains in)
+    precision:str='fp32' # 'fp32', 'fp16' or 'bf16' (CUDA), or 'bf16-cpu' (CPU autocast): what the learner actually trains in
     channels_last:bool=False # channels-last memory format
     weights_tag:str|None=None # ImageNet weights version asked for (None: the registry's)
     class_weights:list|None=None # per-class loss weights, in `classes` order
@@ -119,6 +119,7 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
                 class_weights=None, # None, 'balanced', a list or dict of per-class loss weights
                 mixed_precision:bool|str=False, # True/'fp16' or 'bf16': mixed precision on CUDA (skipped on CPU)
                 channels_last:bool=False, # channels-last memory format
+                cpu_bf16:bool=False, # on a CPU: bf16 autocast for training steps (`CPUBf16`) when `cpu_bf16_supported()`, else fp32 with a warning
                 path:str|Path|None=None, # `Learner.path`
                 opt_func=Adam, # fastai optimizer function
                 wd:float|None=None, # weight decay (None: the optimizer's default)
@@ -141,6 +142,9 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
         if dls.device.type == 'cuda':
             learn = learn.to_bf16() if mode == 'bf16' else learn.to_fp16(); precision = mode
         else: warnings.warn(f"mixed_precision={mixed_precision!r} needs CUDA; training in fp32 on {dls.device}")
+    if cpu_bf16 and dls.device.type == 'cpu':
+        if cpu_bf16_supported(): learn.add_cb(CPUBf16()); precision = 'bf16-cpu'
+        else: warnings.warn("cpu_bf16=True but this CPU's oneDNN has no bfloat16 kernels (no AVX-512): training in fp32")
     if channels_last: learn.add_cb(ChannelsLast())
     learn.cxr = LearnerInfo(arch=spec.name, model=spec.model, lib=spec.lib, head=head or spec.head, pretrained=pretrained,
                             classes=vocab, precision=precision, channels_last=channels_last, weights_tag=weights_tag,
@@ -293,7 +297,7 @@ def _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, dev
         config = dict(recipe=r.to_dict(), quick=quick, data=dict(root=str(df.attrs.get('root', '')),
                       fingerprint=data_fingerprint(df), n=df.groupby(['split', 'label']).size().unstack(fill_value=0).to_dict(),
                       max_per_class=max_per_class), seed=r.seed, device=str(dev),
-                      precision=('bf16' if r.mixed_precision == 'bf16' else 'fp16') if r.mixed_precision and dev.type == 'cuda' else 'fp32', lr_find=lr_find, lib_versions=lib_versions())
+                      precision=('bf16' if r.mixed_precision == 'bf16' else 'fp16') if r.mixed_precision and dev.type == 'cuda' else 'bf16-cpu' if r.cpu_bf16 and dev.type == 'cpu' and cpu_bf16_supported() else 'fp32', lr_find=lr_find, lib_versions=lib_versions())
         save_json(config, out/'config.json'); save_json(state, sfile)
     (out/'.best.safetensors').unlink(missing_ok=True)   # best weights a kill left uncommitted
     if hist.exists():   # drop the rows after the checkpoint: those epochs run again
@@ -309,7 +313,7 @@ def _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, dev
             with kept_rng() if ck else nullcontext():   # resumed: building the learner must not move the generators
                 learn = cxr_learner(dls, r.arch, pretrained=r.pretrained and ck is None, weights=weights if ck is None else None,
                                     head=r.head, weights_tag=r.imagenet_weights, drop_path=r.drop_path, class_weights=r.class_weights, mixed_precision=r.mixed_precision if dev.type == 'cuda' else False,
-                                    channels_last=r.channels_last, path=out, opt_func=_opt_func(r), wd=r.wd)
+                                    channels_last=r.channels_last, cpu_bf16=r.cpu_bf16, path=out, opt_func=_opt_func(r), wd=r.wd)
                 learn.cxr.pretrained = r.pretrained
                 input_stats(dls, r, state)
                 learn.cxr.monitor = r.monitor
