@@ -80,6 +80,9 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
         sizes = '/'.join(str(s.size) for s in (rcp.scaled(quick=True) if quick else rcp).stages)
         if rank == 0: print(f"Training {recipe} / {arch} ({'pretrained' if pre else 'from scratch'}, {sizes} px"
               f"{', quick' if quick else ''}) on {data} ({len(df)} images)")
+        if rank == 0 and rcp.evaluate == 'final' and not rcp.valid_pct and not ('split' in df and (df.split == 'valid').any()):
+            print("  no validation split: the recipe trains on every training patient and keeps its final weights; the "
+                  "per-epoch valid values below are the test split's, shown only (nothing is chosen on them)")
         bars = sys.stdout.isatty()   # in a log or a pipe: one line per epoch instead of progress bars
         train_recipe(rcp, df, run, pretrained=pre, weights=weights, quick=quick,
                      max_per_class=max_per_class, lr_find=lr_find, cache=cache or None, resume=resume,
@@ -262,7 +265,7 @@ def demo(data:str='cxr-mini', # dataset name or path
          out:str='models/demo', # run folder
          arch:str='resnet18', # architecture (small: resnet18 or cxr_cnn)
          recipe:str='cxr_scratch', # recipe: `cxr_scratch` trains from scratch on a CPU (`covidxr.learn.RECIPES`)
-         scale:float=None, # image-size factor of the recipe (None: its own sizes, 128 -> 160 px), epochs unchanged
+         scale:float=None, # image-size factor of the recipe (None: its own size, 160 px), epochs unchanged
          seed:int=42, # seed
          cache:bool=True, # decode every image once into a downsized cache (data/.cache or $COVIDXR_CACHE)
          device:str=None, # cpu, cuda, mps

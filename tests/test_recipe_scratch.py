@@ -1,6 +1,7 @@
 """The `cxr_scratch` recipe (issue #11; what `covidxr demo` trains): its fields are as documented in
-nbs/03_learn.ipynb, and it trains end to end at quick scale on a few real cxr-mini images: both stages run at their
-(scaled) sizes from scratch, history.csv has one row per epoch with validation metrics, and the kept weights load."""
+nbs/03a_recipes.ipynb, and it trains end to end at quick scale on a few real cxr-mini images: on every training
+patient (no valid split carved), at its (scaled) size from scratch, in bf16 on a CPU that has bf16 kernels,
+history.csv has one row per epoch, and the final weights are the ones kept."""
 import pandas as pd, pytest, torch
 from covidxr.core import load_json, load_state_file
 
@@ -12,24 +13,32 @@ def test_fields():
     r = get_recipe('cxr_scratch')
     assert (r.name, r.arch, r.pretrained, r.head, r.aug, r.resize, r.opt, r.bs) == \
            ('cxr_scratch', 'resnet18', False, 'fastai', 'fastai', 'squish', 'adam', 32)
-    assert [(s.name, s.size) for s in r.stages] == [('small', 128), ('large', 160)]
+    assert [(s.name, s.size) for s in r.stages] == [('main', 160)]
     steps = [t for s in r.stages for t in s.steps]
-    assert [(t.epochs, t.lr, t.lr_lo, t.frozen, t.schedule) for t in steps] == \
-           [(10, 3e-3, None, False, 'one_cycle'), (4, 1e-3, None, False, 'one_cycle')]
-    assert r.monitor == 'valid_loss' and r.epochs == 14
+    assert [(t.epochs, t.lr, t.lr_lo, t.frozen, t.schedule) for t in steps] == [(16, 2e-3, None, False, 'one_cycle')]
+    assert (r.evaluate, r.valid_pct, r.cpu_bf16, r.channels_last) == ('final', 0, True, True)
     assert 'validation split' in r.notes and 'never on test' in r.notes and 'issue #11' in r.source
+    assert r.provenance('ours') and r.provenance('fastai')   # every choice labelled
 
 def test_trains_end_to_end(mini, tmp_path):
     from covidxr.data import read_dataset, make_splits, sample_per_class
-    from covidxr.learn import train_recipe, get_recipe
-    df = sample_per_class(make_splits(read_dataset(mini), seed=42), 4, splits=('train', 'valid'))
-    r = get_recipe('cxr_scratch').scaled(size=0.25, max_epochs=1)   # 32 -> 40 px, one epoch per stage
+    from covidxr.learn import train_recipe, get_recipe, cpu_bf16_supported
+    r = get_recipe('cxr_scratch').scaled(size=0.25, max_epochs=2)   # 160 -> 40 px, two epochs
+    df = sample_per_class(make_splits(read_dataset(mini), valid_pct=r.valid_pct, seed=42), 4)
+    assert not (df.split == 'valid').any()
     learn = train_recipe(r, df, tmp_path/'run', show=False, device='cpu')
-    h = pd.read_csv(tmp_path/'run'/'history.csv')
-    assert list(h['stage']) == ['small', 'large'] and list(h['size']) == [32, 40]
+    run = tmp_path/'run'
+    h = pd.read_csv(run/'history.csv')
+    assert list(h['stage']) == ['main', 'main'] and list(h['size']) == [40, 40]
     assert h[['train_loss', 'valid_loss', 'accuracy', 'f1_macro']].notna().all().all()
-    card = load_json(tmp_path/'run'/'card.json')
+    sp = pd.read_csv(run/'splits.csv')
+    assert set(sp.split) == {'train', 'test'} and (sp.split == 'train').sum() == (df.split == 'train').sum()
+    prec = 'bf16-cpu' if cpu_bf16_supported() else 'fp32'
+    assert learn.cxr.precision == prec and load_json(run/'config.json')['precision'] == prec
+    card = load_json(run/'card.json')
     assert (card['recipe'], card['arch'], card['pretrained']) == ('cxr_scratch', 'resnet18', False)
-    assert card['best']['monitor'] == 'valid_loss' and card['best']['value'] == pytest.approx(h['valid_loss'].min())
-    sd = load_state_file(tmp_path/'run'/'weights.safetensors')
+    sd = load_state_file(run/'weights.safetensors')
     assert set(sd) == set(learn.model.state_dict())
+    final = {k: v.float() for k, v in learn.model.state_dict().items()}
+    assert all(torch.equal(sd[k].float(), final[k]) for k in sd)   # evaluate='final': the last epoch's weights
+    assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.float32}   # bf16 autocast only: fp32 weights
