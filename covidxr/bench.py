@@ -14,7 +14,7 @@ from .core import save_json, atomic_write, seed_everything, pick_device, lib_ver
 from .images import load_cxr
 from .data import cxr_dls, ImageCache, read_dataset
 from .models import create_cxr_model, n_params
-from .learn import cxr_learner
+from .learn import cxr_learner, cpu_bf16_supported
 
 # %% auto #0
 __all__ = ['BENCH_CONFIGS', 'cpu_model', 'hardware_info', 'make_bench_images', 'plain_fastai_dls', 'covidxr_dls', 'cpu_seconds',
@@ -141,7 +141,7 @@ def _amp_mode(device)->str|bool:
 
 def train_epochs(dls, # DataLoaders of either pipeline
                  arch:str='resnet18', # a torchvision ResNet name (the same network for both learners)
-                 pipeline:str='covidxr', # 'covidxr' (`cxr_learner`, channels_last, AMP on CUDA) or 'fastai' (`vision_learner`, fp32)
+                 pipeline:str='covidxr', # 'covidxr' (`cxr_learner`, channels_last, AMP on CUDA, bf16 autocast on a CPU with bf16 kernels) or 'fastai' (`vision_learner`, fp32)
                  epochs:int=1, lr:float=1e-3)->dict:
     "Fit `epochs` epochs; images, seconds and img/s of the training phases, the whole `fit`'s wall and CPU seconds"
     if pipeline == 'fastai':
@@ -149,7 +149,7 @@ def train_epochs(dls, # DataLoaders of either pipeline
         learn = vision_learner(dls, getattr(torchvision.models, arch), pretrained=False, metrics=accuracy)
     elif pipeline == 'covidxr':
         learn = cxr_learner(dls, arch, pretrained=False, channels_last=True, mixed_precision=_amp_mode(dls.device),
-                            metrics=[accuracy])
+                            cpu_bf16=True, metrics=[accuracy])
     else: raise ValueError(f"pipeline must be 'covidxr' or 'fastai', not {pipeline!r}")
     tt = TrainTimer()
     t0, c0 = time.perf_counter(), cpu_seconds()
@@ -184,7 +184,7 @@ def _onnx_session(model, size, folder):
 def bench_inference(arch:str='resnet50', size:int=224, batch_sizes=(1, 32), device=None,
                     min_seconds:float=2. # time each variant at least this long
                    )->list:
-    "Inference rows (dicts) for eager / channels_last / ONNX Runtime on CPU and eager / AMP on CUDA"
+    "Inference rows (dicts) for eager / channels_last / bf16 / ONNX Runtime on CPU and eager / AMP on CUDA"
     dev = pick_device(device)
     m = create_cxr_model(arch, 3, pretrained=False).eval()
     rows = []
@@ -202,6 +202,11 @@ def bench_inference(arch:str='resnet50', size:int=224, batch_sizes=(1, 32), devi
             row('cpu', 'eager fp32', bs, _timed(eager, bs, min_seconds))
             mc, xc = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
             row('cpu', 'channels_last', bs, _timed(lambda: eager(mc, xc), bs, min_seconds))
+            if cpu_bf16_supported():
+                def bf16(mm=mc, xx=xc):
+                    with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16): mm(xx)
+                row('cpu', 'bf16 autocast (channels_last)', bs, _timed(bf16, bs, min_seconds))
+            else: row('cpu', 'bf16 autocast (channels_last)', bs, skipped="skipped: no bfloat16 kernels in this CPU's oneDNN")
             m = m.to(memory_format=torch.contiguous_format)
             if sess is not None:
                 xn = x.numpy()

@@ -20,7 +20,7 @@ def test_quick_bench_writes_json(tmp_path):
     secs = {(r['section'], r['pipeline']) for r in j['rows']}
     for s in ('data pass', 'train epoch'): assert {(s, 'plain fastai'), (s, 'covidxr')} <= secs
     inf = [r for r in j['rows'] if r['section'] == 'inference']
-    assert {r['pipeline'] for r in inf if r['target'] == 'cpu'} == {'eager fp32', 'channels_last', 'onnxruntime'}
+    assert {r['pipeline'] for r in inf if r['target'] == 'cpu'} == {'eager fp32', 'channels_last', 'bf16 autocast (channels_last)', 'onnxruntime'}
     assert all(r['img_s'] > 0 for r in inf if r['target'] == 'cpu')
     assert 'covidxr ÷ plain fastai' in (tmp_path/'bench.md').read_text()
 
