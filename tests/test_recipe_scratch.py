@@ -42,3 +42,20 @@ def test_trains_end_to_end(mini, tmp_path):
     final = {k: v.float() for k, v in learn.model.state_dict().items()}
     assert all(torch.equal(sd[k].float(), final[k]) for k in sd)   # evaluate='final': the last epoch's weights
     assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.float32}   # bf16 autocast only: fp32 weights
+
+def test_cli_says_when_valid_columns_are_the_test_split(mini, tmp_path):
+    "`covidxr train` with cxr_scratch (no valid split) says its per-epoch valid values are the test split's; with --valid-pct it does not"
+    import contextlib, io
+    from covidxr.cli import main
+    def call(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main(list(map(str, args)))
+        return code, out.getvalue(), err.getvalue()
+    say = "no validation split: the recipe trains on every training patient and keeps its final weights"
+    common = ('train', '--data', mini, '--recipe', 'cxr_scratch', '--quick', '--no-pretrained', '--max-per-class', 2)
+    code, out, err = call(*common, '--out', tmp_path/'a')
+    assert code == 0 and say in out, out + err
+    assert set(pd.read_csv(tmp_path/'a'/'splits.csv').split) == {'train', 'test'}
+    code, out, err = call(*common, '--valid-pct', 0.2, '--out', tmp_path/'b')
+    assert code == 0 and say not in out, out + err
+    assert 'valid' in set(pd.read_csv(tmp_path/'b'/'splits.csv').split)
