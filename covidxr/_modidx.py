@@ -233,6 +233,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'covidxr.learn.dls_stats': ('learn.html#dls_stats', 'covidxr/learn.py'),
                                'covidxr.learn.input_stats': ('learn.html#input_stats', 'covidxr/learn.py'),
                                'covidxr.learn.set_dls_stats': ('learn.html#set_dls_stats', 'covidxr/learn.py'),
+                               'covidxr.learn.train_precision': ('learn.html#train_precision', 'covidxr/learn.py'),
                                'covidxr.learn.train_recipe': ('learn.html#train_recipe', 'covidxr/learn.py')},
             'covidxr.metrics': { 'covidxr.metrics._auc_np': ('metrics.html#_auc_np', 'covidxr/metrics.py'),
                                  'covidxr.metrics._boot_stat': ('metrics.html#_boot_stat', 'covidxr/metrics.py'),
@@ -436,5 +437,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'covidxr.splits.make_splits': ('splits.html#make_splits', 'covidxr/splits.py'),
                                 'covidxr.splits.phash_paths': ('splits.html#phash_paths', 'covidxr/splits.py'),
                                 'covidxr.splits.sample_per_class': ('splits.html#sample_per_class', 'covidxr/splits.py')},
-            'covidxr.test_utils': { 'covidxr.test_utils.cxr_mini_4class': ('test_utils.html#cxr_mini_4class', 'covidxr/test_utils.py'),
+            'covidxr.test_utils': { 'covidxr.test_utils.cli_call': ('test_utils.html#cli_call', 'covidxr/test_utils.py'),
+                                    'covidxr.test_utils.cxr_mini_4class': ('test_utils.html#cxr_mini_4class', 'covidxr/test_utils.py'),
                                     'covidxr.test_utils.write_test_dicom': ('test_utils.html#write_test_dicom', 'covidxr/test_utils.py')}}}

@@ -26,11 +26,11 @@ _all_ = ['Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'REC
          'data_fingerprint', 'fit_state', 'ResumeFit', 'RunCheckpoint']   # from covidxr.callbacks and covidxr.resume
 
 # %% auto #0
-__all__ = ['cxr_metrics', 'dls_stats', 'set_dls_stats', 'class_weights_for', 'LearnerInfo', 'cxr_learner', 'input_stats',
-           'train_recipe', 'covid_resnet', 'Step', 'Stage', 'Recipe', 'override', 'scaled', 'SEED002_TABLE3', 'RECIPES',
-           'get_recipe', 'MultiStepLR', 'epoch_values', 'StageLogger', 'EpochLines', 'scheduled_peak_lrs',
-           'trainable_groups', 'save_weights', 'BestKeeper', 'CPUBf16', 'cpu_bf16_supported', 'data_fingerprint',
-           'fit_state', 'ResumeFit', 'RunCheckpoint']
+__all__ = ['cxr_metrics', 'dls_stats', 'set_dls_stats', 'class_weights_for', 'LearnerInfo', 'train_precision', 'cxr_learner',
+           'input_stats', 'train_recipe', 'covid_resnet', 'Step', 'Stage', 'Recipe', 'override', 'scaled',
+           'SEED002_TABLE3', 'RECIPES', 'get_recipe', 'MultiStepLR', 'epoch_values', 'StageLogger', 'EpochLines',
+           'scheduled_peak_lrs', 'trainable_groups', 'save_weights', 'BestKeeper', 'CPUBf16', 'cpu_bf16_supported',
+           'data_fingerprint', 'fit_state', 'ResumeFit', 'RunCheckpoint']
 
 # %% ../nbs/03_learn.ipynb #a9881926
 def _f1_macro(y_true, y_pred): return f1_score(y_true, y_pred, average='macro', zero_division=0)
@@ -105,6 +105,16 @@ class LearnerInfo:
     @property
     def n_out(self)->int: "Number of classes"; return len(self.classes)
 
+# %% ../nbs/03_learn.ipynb #35f6af73
+def train_precision(mixed_precision:bool|str, # True/'fp16' or 'bf16': CUDA mixed precision
+                    cpu_bf16:bool, # bf16 autocast on a CPU (`CPUBf16`)
+                    device)->str:
+    "What a learner on `device` trains in: 'fp16'/'bf16' (CUDA), 'bf16-cpu' (CPU with bf16 kernels) or 'fp32'"
+    dev = torch.device(device)
+    if mixed_precision and dev.type == 'cuda': return 'bf16' if mixed_precision == 'bf16' else 'fp16'
+    if cpu_bf16 and dev.type == 'cpu' and cpu_bf16_supported(): return 'bf16-cpu'
+    return 'fp32'
+
 # %% ../nbs/03_learn.ipynb #72d5ee5d
 def _train_labels(dls): return [dls.vocab[int(y)] for _, y in dls.train_ds]
 
@@ -136,15 +146,12 @@ def cxr_learner(dls, # fastai DataLoaders from `covidxr.data.cxr_dls`
     learn = Learner(dls, model, loss_func=loss, opt_func=opt_func, splitter=spec.split,
                     metrics=cxr_metrics(vocab) if metrics is None else metrics, path=path or '.', wd=wd, **kwargs)
     if pretrained: learn.freeze()
-    precision = 'fp32'
-    if mixed_precision:
-        mode = 'bf16' if mixed_precision == 'bf16' else 'fp16'
-        if dls.device.type == 'cuda':
-            learn = learn.to_bf16() if mode == 'bf16' else learn.to_fp16(); precision = mode
-        else: warnings.warn(f"mixed_precision={mixed_precision!r} needs CUDA; training in fp32 on {dls.device}")
-    if cpu_bf16 and dls.device.type == 'cpu':
-        if cpu_bf16_supported(): learn.add_cb(CPUBf16()); precision = 'bf16-cpu'
-        else: warnings.warn("cpu_bf16=True but this CPU's oneDNN has no bfloat16 kernels (no AVX-512): training in fp32")
+    precision = train_precision(mixed_precision, cpu_bf16, dls.device)
+    if precision in ('fp16', 'bf16'): learn = learn.to_bf16() if precision == 'bf16' else learn.to_fp16()
+    elif precision == 'bf16-cpu': learn.add_cb(CPUBf16())
+    if mixed_precision and dls.device.type != 'cuda': warnings.warn(f"mixed_precision={mixed_precision!r} needs CUDA; training in fp32 on {dls.device}")
+    if cpu_bf16 and dls.device.type == 'cpu' and precision != 'bf16-cpu':
+        warnings.warn("cpu_bf16=True but this CPU's oneDNN has no bfloat16 kernels (no AVX-512): training in fp32")
     if channels_last: learn.add_cb(ChannelsLast())
     learn.cxr = LearnerInfo(arch=spec.name, model=spec.model, lib=spec.lib, head=head or spec.head, pretrained=pretrained,
                             classes=vocab, precision=precision, channels_last=channels_last, weights_tag=weights_tag,
@@ -297,7 +304,7 @@ def _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, dev
         config = dict(recipe=r.to_dict(), quick=quick, data=dict(root=str(df.attrs.get('root', '')),
                       fingerprint=data_fingerprint(df), n=df.groupby(['split', 'label']).size().unstack(fill_value=0).to_dict(),
                       max_per_class=max_per_class), seed=r.seed, device=str(dev),
-                      precision=('bf16' if r.mixed_precision == 'bf16' else 'fp16') if r.mixed_precision and dev.type == 'cuda' else 'bf16-cpu' if r.cpu_bf16 and dev.type == 'cpu' and cpu_bf16_supported() else 'fp32', lr_find=lr_find, lib_versions=lib_versions())
+                      precision=train_precision(r.mixed_precision, r.cpu_bf16, dev), lr_find=lr_find, lib_versions=lib_versions())
         save_json(config, out/'config.json'); save_json(state, sfile)
     (out/'.best.safetensors').unlink(missing_ok=True)   # best weights a kill left uncommitted
     if hist.exists():   # drop the rows after the checkpoint: those epochs run again
