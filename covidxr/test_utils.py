@@ -10,7 +10,7 @@ from .covidx import read_dataset
 from .splits import sample_per_class
 
 # %% auto #0
-__all__ = ['VIRAL_FINDINGS', 'BACTERIAL_FINDINGS', 'write_test_dicom', 'cxr_mini_4class']
+__all__ = ['VIRAL_FINDINGS', 'BACTERIAL_FINDINGS', 'write_test_dicom', 'cxr_mini_4class', 'cli_call']
 
 # %% ../nbs/90_test_utils.ipynb #c858eba0
 def write_test_dicom(path:str|Path, # where to write the .dcm
@@ -64,3 +64,12 @@ def cxr_mini_4class(name:str='cxr-mini', # dataset name or folder (read with `re
     out.attrs = dict(df.attrs, format='cxr-mini-4class')
     if max_per_class is not None: out = sample_per_class(out, max_per_class, seed=seed)
     return out.reset_index(drop=True)
+
+# %% ../nbs/90_test_utils.ipynb #7aa3d0a4
+def cli_call(*args)->tuple:
+    "`covidxr.cli.main(args)` in this process (the console script's entry point): (exit code, stdout, stderr)"
+    import contextlib, io
+    from covidxr.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main(list(map(str, args)))
+    return code, out.getvalue(), err.getvalue()

@@ -14,13 +14,7 @@ def cli(*args, timeout=900, cwd=None):
     p = subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
     return p.returncode, p.stdout, p.stderr
 
-def call(*args):
-    "Run `covidxr.cli.main` in this process; (exit code, stdout, stderr)"
-    import contextlib, io
-    from covidxr.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main(list(map(str, args)))
-    return code, out.getvalue(), err.getvalue()
+from covidxr.test_utils import cli_call as call
 
 def one_line_error(code, err, *needles):
     assert code != 0

@@ -1,7 +1,7 @@
 """Data checks before training (issue #13): every image decoded (cached), one-class data refused, rare/unexpected labels
 warned about or declared (`classes=` / `label_map=`, CLI --classes / --label-map), non-UTF-8 file names named, CSV paths
 leaving the dataset root reported, and the CSV / COVIDx / folder readers fuzzed with hypothesis."""
-import contextlib, io, os, shutil, warnings
+import io, os, shutil, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
@@ -10,12 +10,7 @@ from covidxr.data import (read_dataset, read_folder, read_csv_dataset, read_covi
 import covidxr.data as cdata
 
 
-def call(*args):
-    "`covidxr.cli.main` in this process: (exit code, stdout, stderr)"
-    from covidxr.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main(list(map(str, args)))
-    return code, out.getvalue(), err.getvalue()
+from covidxr.test_utils import cli_call as call
 
 
 def _copies(mini, n=8):

@@ -2,7 +2,7 @@
 nbs/03a_recipes.ipynb, and it trains end to end at quick scale on a few real cxr-mini images: on every training
 patient (no valid split carved), at its (scaled) size from scratch, in bf16 on a CPU that has bf16 kernels,
 history.csv has one row per epoch, and the final weights are the ones kept."""
-import pandas as pd, pytest, torch
+import pandas as pd, torch
 from covidxr.core import load_json, load_state_file
 
 torch.set_num_threads(2)
@@ -45,12 +45,7 @@ def test_trains_end_to_end(mini, tmp_path):
 
 def test_cli_says_when_valid_columns_are_the_test_split(mini, tmp_path):
     "`covidxr train` with cxr_scratch (no valid split) says its per-epoch valid values are the test split's; with --valid-pct it does not"
-    import contextlib, io
-    from covidxr.cli import main
-    def call(*args):
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main(list(map(str, args)))
-        return code, out.getvalue(), err.getvalue()
+    from covidxr.test_utils import cli_call as call
     say = "no validation split: the recipe trains on every training patient and keeps its final weights"
     common = ('train', '--data', mini, '--recipe', 'cxr_scratch', '--quick', '--no-pretrained', '--max-per-class', 2)
     code, out, err = call(*common, '--out', tmp_path/'a')

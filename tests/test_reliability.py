@@ -10,13 +10,7 @@ from covidxr.core import load_json, save_json
 torch.set_num_threads(2)
 ENV = dict(os.environ, HF_HUB_OFFLINE='1', COVIDXR_OFFLINE='1', OMP_NUM_THREADS='1')
 
-def call(*args):
-    "`covidxr.cli.main` in this process (the installed console script's entry point): (exit code, stdout, stderr)"
-    import contextlib, io
-    from covidxr.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main(list(map(str, args)))
-    return code, out.getvalue(), err.getvalue()
+from covidxr.test_utils import cli_call as call
 
 def tiny_recipe(epochs=1):
     from covidxr.learn import Recipe, Stage, Step

@@ -14,13 +14,7 @@ ENV = dict(os.environ, HF_HUB_OFFLINE='1', COVIDXR_OFFLINE='1', OMP_NUM_THREADS=
 HERE = Path(__file__).parent
 COVIDXR = Path(sys.executable).parent/'covidxr'
 
-def call(*args):
-    "`covidxr.cli.main` in this process: (exit code, stdout, stderr)"
-    import contextlib, io
-    from covidxr.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main(list(map(str, args)))
-    return code, out.getvalue(), err.getvalue()
+from covidxr.test_utils import cli_call as call
 
 def recipe():
     "2 stages x 2 epochs, random augmentation (the generators matter), best epoch by valid_loss"
