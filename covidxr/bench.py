@@ -90,7 +90,7 @@ def covidxr_dls(df:pd.DataFrame, # table with `path`, `label`, `split`
                 workers:int|None=None, # DataLoader processes (default: the usable cores, at most 16)
                 prefetch:int=4 # batches queued per worker
                ):
-    "covidxr: `cxr_dls` on the resized cache with `aug_transforms`, tuned workers and prefetch"
+    "covidxr: `cxr_dls` on the resized cache with `aug_transforms` (one grey channel until `GrayTo3`; in the workers on a CPU), tuned workers and prefetch"
     if workers is None:
         try: workers = len(os.sched_getaffinity(0))
         except AttributeError: workers = os.cpu_count() or 1

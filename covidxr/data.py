@@ -13,7 +13,9 @@ from fastcore.parallel import parallel
 from fastcore.basics import store_attr
 from fastai.vision.all import (PILImage, DataBlock, ImageBlock, CategoryBlock, ColReader, IndexSplitter, Resize,
     ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, Brightness, Contrast, AffineCoordTfm, DataLoaders,
-    TensorImage, Transform, affine_mat, setup_aug_tfms)
+    TensorImage, Transform, affine_mat, setup_aug_tfms, TfmdDL, to_device)
+from torch.utils.data import get_worker_info
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 from .core import pick_device, atomic_write
 from .images import *
 from .readers import *
@@ -22,9 +24,10 @@ from .splits import *
 from .readers import _Problems, _check_one
 
 # %% auto #0
-__all__ = ['AUG_PRESETS', 'RESIZE', 'Translate', 'VFlip', 'RandomAffine', 'default_cache_dir', 'ImageCache', 'decode_cache_file',
-           'check_images', 'check_classes', 'check_data', 'DlsInfo', 'CopyPath', 'TensorImageCopy', 'PILCXR',
-           'PILCXRCopy', 'CXRGetter', 'CopyAug', 'cxr_dls']
+__all__ = ['AUG_PRESETS', 'RESIZE', 'CHANNEL_AGNOSTIC', 'Translate', 'VFlip', 'RandomAffine', 'default_cache_dir', 'ImageCache',
+           'decode_cache_file', 'check_images', 'check_classes', 'check_data', 'DlsInfo', 'CopyPath', 'TensorImageCopy',
+           'PILCXR', 'PILCXRCopy', 'PILCXRGray', 'PILCXRGrayCopy', 'GrayTo3', 'CXRGetter', 'CopyAug', 'WorkerAugDL',
+           'cxr_dls']
 
 # %% ../nbs/01e_data.ipynb #9f985423
 def _translate_mat(x, max_pct=0.1):
@@ -256,6 +259,26 @@ class PILCXRCopy(PILCXR):
     "A `PILCXR` of an augmented copy; fastai's transforms keep the type, `ToTensor` makes it a `TensorImageCopy`"
     _tensor_cls = TensorImageCopy
 
+# %% ../nbs/01e_data.ipynb #86b08e4d
+class PILCXRGray(PILCXR):
+    "A `PILCXR` kept as one 8-bit channel (mode 'L'); `GrayTo3` makes the batch 3-channel before `Normalize`"
+    _show_args = {'cmap': 'gray'}
+    @classmethod
+    def create(cls, fn, **kwargs):
+        if isinstance(fn, CopyPath): return PILCXRGrayCopy(load_cxr(fn, gray=True))
+        if isinstance(fn, (str, Path)): return cls(load_cxr(fn, gray=True))
+        return super().create(fn, **kwargs)   # a PIL image or array given directly (e.g. `learn.predict`) keeps its channels
+
+class PILCXRGrayCopy(PILCXRGray):
+    "A `PILCXRGray` of an augmented copy (see `PILCXRCopy`)"
+    _tensor_cls = TensorImageCopy
+
+# %% ../nbs/01e_data.ipynb #6b51c85d
+class GrayTo3(Transform):
+    "Batch transform: a 1-channel image batch -> 3 equal channels (an expanded view), after augmentation, before `Normalize`"
+    order = 90   # after the affine (30) and lighting (40) transforms, before Normalize (99)
+    def encodes(self, x:TensorImage): return x.expand(-1, 3, -1, -1) if x.ndim == 4 and x.shape[1] == 1 else x
+
 # %% ../nbs/01e_data.ipynb #0533691b
 class CXRGetter:
     "Item getter: a table row or a path -> the file to decode (its cached copy when a cache is used); a `CopyPath` for rows with `copy_col` set"
@@ -280,6 +303,23 @@ class CopyAug(Transform):
 
 # %% ../nbs/01e_data.ipynb #a315f4af
 RESIZE = {'squish': ResizeMethod.Squish, 'pad': ResizeMethod.Pad, 'crop': ResizeMethod.Crop}
+CHANNEL_AGNOSTIC = (AffineCoordTfm, Brightness, Contrast)   # batch transforms that treat every channel alike
+
+# %% ../nbs/01e_data.ipynb #c0d62153
+class WorkerAugDL(TfmdDL):
+    "A `TfmdDL` whose worker processes also run `after_batch` (augmentation, `GrayTo3`, `Normalize`): on a CPU the batch transforms run in parallel, not in the training process"
+    def do_batch(self, b):
+        b = super().do_batch(b)
+        return self.after_batch(b) if get_worker_info() is not None else b   # in a worker: the whole batch pipeline
+    def __iter__(self):
+        if self.fake_l.num_workers == 0: yield from super().__iter__(); return   # one process: fastai's own loop
+        self.randomize(); self.before_iter()
+        self._DataLoader__idxs = self.get_idxs()   # what fastai's `DataLoader.__iter__` does, less `after_batch` (done in the workers)
+        for b in _MultiProcessingDataLoaderIter(self.fake_l):
+            if self.device is not None: b = to_device(b, self.device)
+            yield b
+        self.after_iter()
+        if hasattr(self, 'it'): del self.it
 
 # %% ../nbs/01e_data.ipynb #86c1ba2a
 def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_splits`)
@@ -294,7 +334,9 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
             seed:int=42, # seed of the shuffling/sampling order
             device=None, # torch device (default: `pick_device()`)
             label_col:str='label', path_col:str='path',
-            copy_col:str='aug_copy' # rows with this set are augmented copies: then only they are augmented (item-level `CopyAug`)
+            copy_col:str='aug_copy', # rows with this set are augmented copies: then only they are augmented (item-level `CopyAug`)
+            gray:bool=True, # one channel until `GrayTo3` (when every transform treats channels alike); False: 3 from the start
+            worker_aug:bool|None=None # batch transforms in the worker processes (`WorkerAugDL`); None: with workers, no CUDA, no balance='sample'
            )->DataLoaders:
     "fastai DataLoaders for a covidxr table: train = split 'train', valid = 'valid' (else 'test')"
     if 'split' not in df or (df['split'].fillna('') == '').all():
@@ -324,12 +366,16 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
     tfms = AUG_PRESETS[aug](size) if isinstance(aug, str) else list(aug or [])
     copies = copy_col in d.columns and bool(d[copy_col].fillna(0).astype(bool).any())
     item_tfms = [Resize(size, method=RESIZE[resize], pad_mode=PadMode.Zeros)] + ([CopyAug(tfms)] if copies else [])
-    dblock = DataBlock(blocks=(ImageBlock(cls=PILCXR), CategoryBlock(vocab=vocab, sort=False)),
+    gray = gray and all(isinstance(t, CHANNEL_AGNOSTIC) for t in tfms)   # e.g. Saturation, Hue or RandomErasing need 3 channels
+    dblock = DataBlock(blocks=(ImageBlock(cls=PILCXRGray if gray else PILCXR), CategoryBlock(vocab=vocab, sort=False)),
                        get_x=CXRGetter(path_col, cache, copy_col), get_y=ColReader(label_col),
                        splitter=IndexSplitter(np.flatnonzero(d['split'].values == vname)),
-                       item_tfms=item_tfms, batch_tfms=[*([] if copies else tfms), Normalize.from_stats(*IMAGENET_STATS)])
+                       item_tfms=item_tfms,
+                       batch_tfms=[*([] if copies else tfms), *([GrayTo3()] if gray else []), Normalize.from_stats(*IMAGENET_STATS)])
     n_train = int((d['split'] == 'train').sum())
-    kw = dict(bs=bs, num_workers=num_workers, device=pick_device(device), drop_last=n_train >= bs)
+    dev = pick_device(device)
+    if worker_aug is None: worker_aug = num_workers > 0 and dev.type == 'cpu' and not torch.cuda.is_available()
+    kw = dict(bs=bs, num_workers=num_workers, device=dev, drop_last=n_train >= bs)
     from covidxr.learn import class_weights_for   # the one definition of the loss weights (lazy: learn imports data)
     tl = d.loc[d['split'] == 'train', label_col]; present = [v for v in vocab if (tl == v).any()]
     w = dict(zip(present, class_weights_for(tl, present).tolist()))   # classes absent from training: weight 0
@@ -337,7 +383,7 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
     if balance in (True, 'sample'):
         w = cw.numpy()[d[label_col].map({v: i for i, v in enumerate(vocab)}).values]
         dls = dblock.weighted_dataloaders(d, wgts=w, **kw)
-    elif balance in (False, None, 'weights'): dls = dblock.dataloaders(d, **kw)
+    elif balance in (False, None, 'weights'): dls = dblock.dataloaders(d, dl_type=WorkerAugDL if worker_aug else None, **kw)
     else: raise ValueError(f"balance must be False, True/'sample' or 'weights', not {balance!r}")
     dls.train.rng = random.Random(seed)
     dls.cxr = DlsInfo(valid_split=vname, class_weights=cw, cache=cache)
