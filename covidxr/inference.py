@@ -214,14 +214,16 @@ def preprocess(paths:list, # image files
 # %% ../nbs/07_inference.ipynb #2a896830
 def predict_batch(model:nn.Module, # module in eval mode
                   xb:torch.Tensor, # normalised batch N×3×H×W
-                  channels_last:bool=True # use the channels_last memory format
+                  channels_last:bool=True, # use the channels_last memory format
+                  bf16:bool=False # bf16 autocast (CUDA, or a CPU with bf16 kernels: `cpu_bf16_supported`); fp32 softmax
                  )->torch.Tensor:
     "Class probabilities (softmax) for a batch"
     dev = next(model.parameters()).device
     xb = xb.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last); xb = xb.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(): return torch.softmax(model(xb).float(), dim=1).cpu()
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        return torch.softmax(model(xb).float(), dim=1).cpu()
 
 # %% ../nbs/07_inference.ipynb #405c6a0b
 from .images import IMG_EXTS as IMAGE_EXTS   # the one definition of image file endings
@@ -246,10 +248,15 @@ def predict_paths(run_dir_or_model, # run folder, or `(model, card)` from `load_
                   paths:list, # image files and/or folders
                   bs:int=32, # batch size
                   channels_last:bool=True, # channels_last memory format on CPU
-                  progress:bool=False # show a progress bar
+                  progress:bool=False, # show a progress bar
+                  bf16:bool=False # bf16 autocast (see `predict_batch`); a CPU without bf16 kernels warns and predicts in fp32
                  )->pd.DataFrame:
     "One row per image: `path`, `p_<class>`..., `pred`, `error` (empty when the image was predicted)"
     model, card = _as_model_card(run_dir_or_model)
+    if bf16 and next(model.parameters()).device.type == 'cpu':
+        from covidxr.callbacks import cpu_bf16_supported
+        if not cpu_bf16_supported():
+            warnings.warn("bf16 asked for, but this CPU has no bf16 kernels (oneDNN): predicting in fp32"); bf16 = False
     files = image_files(paths)
     classes, tfms = card['classes'], item_tfms(card)
     probs = np.full((len(files), len(classes)), np.nan, dtype=np.float64)
@@ -263,7 +270,7 @@ def predict_paths(run_dir_or_model, # run folder, or `(model, card)` from `load_
         for i in range(s, min(s + bs, len(files))):
             try: items.append(load_item(files[i], card, tfms)); idx.append(i)
             except Exception as e: errors[i] = _img_error(files[i], e)
-        if items: probs[idx] = predict_batch(model, normalize_batch(torch.stack(items), card), channels_last).numpy()
+        if items: probs[idx] = predict_batch(model, normalize_batch(torch.stack(items), card), channels_last, bf16).numpy()
     for i in np.flatnonzero(~np.isfinite(probs).all(1)):   # a damaged model: an error in that row, never a result
         if not errors[i]: errors[i] = 'non-finite probabilities (the weights or the card\'s normalisation are broken)'
     probs[[bool(e) for e in errors]] = np.nan

@@ -116,6 +116,11 @@ def test_predict_batch_with_a_bad_image_and_cams(run, mini, tmp_path):
     q = pd.read_csv(tmp_path/'p2.csv')
     name = lambda d: d.assign(name=d.path.map(lambda s: Path(s).name)).set_index('name').sort_index()
     np.testing.assert_allclose(name(q).iloc[:, 1:4].values, name(ok).iloc[:, 1:4].values, atol=1e-5)
+    # --bf16: the same rows, probabilities close to fp32 (not equal), and the output says so
+    code3, out3, _ = call('predict', '--model', run, *src, '--out', tmp_path/'p3.csv', '--bf16')
+    assert code3 == 0 and '(bf16)' in out3, out3
+    b = pd.read_csv(tmp_path/'p3.csv')
+    np.testing.assert_allclose(name(b).iloc[:, 1:4].values, name(q).iloc[:, 1:4].values, atol=0.03)
 
 def test_export_onnx_parity(run, mini, tmp_path):
     code, out, err = cli('export', '--model', run, '--onnx', tmp_path/'m.onnx', '--images', mini/'images'/'normal')
