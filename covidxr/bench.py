@@ -230,7 +230,7 @@ def bench_inference(arch:str='resnet50', size:int=224, batch_sizes=(1, 32), devi
 BENCH_CONFIGS = dict(
     quick=dict(n_images=32, sources=(1024,), data_size=128, train_arch='resnet18', train_size=64, bs=8, epochs=1,
                passes=1, infer=(('resnet18', 64),), min_seconds=0.3),
-    full=dict(n_images=256, sources=(1024, 2048), data_size=224, train_arch='resnet18', train_size=128, bs=32, epochs=1,
+    full=dict(n_images=768, sources=(1024, 2048), data_size=224, train_arch='resnet18', train_size=128, bs=32, epochs=1,
               passes=1, infer=(('resnet50', 224), ('resnet18', 128)), min_seconds=3.),
 )
 
