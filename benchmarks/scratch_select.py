@@ -6,9 +6,13 @@ disjoint `valid` split only (the test split is removed before training). Issue #
 
 Each variant is `cxr_scratch` with one stage and the fields given, final weights (`evaluate='final'`); the split is
 `make_splits(valid_pct=0.2, seed=42)`. Prints macro-F1 on `valid` with its patient-bootstrap 95% CI, with and without
-fastai's test-time augmentation, and the training wall time. About 10 minutes per variant on 2 CPU cores.
+fastai's test-time augmentation, and the training wall time. 5-10 minutes per variant on 2 CPU cores (bf16 ones faster).
+Besides Recipe fields a variant may set `mixup` (fastai's `MixUp(alpha)` callback), `prog` (progressive resizing:
+(size, epochs) stages, one-cycle each) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
+covidxr's recipes, predict and web app have no CLAHE).
 """
 import argparse, dataclasses, time, warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 # name: (size, epochs, peak LR, other Recipe fields)
@@ -18,7 +22,35 @@ VARIANTS = {
     'fp32_160x16_bs16': (160, 16, 2e-3, dict(cpu_bf16=False, channels_last=False, bs=16)),
     'bf16_160x16':      (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True)),    # the recipe's schedule
     'bf16_160x32':      (160, 32, 2e-3, dict(cpu_bf16=True, channels_last=True)),
+    # fastai's MixUp callback (alpha), and progressive resizing (size, epochs) stages of one-cycle each
+    'mixup_160x16':     (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, mixup=0.4)),
+    'mixup_128x24':     (128, 24, 2e-3, dict(cpu_bf16=True, channels_last=True, mixup=0.4)),
+    'prog_128x10_192x6': (192, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, prog=((128, 10), (192, 6)))),
+    # CLAHE (OpenCV, clip 2, 8x8 tiles) on the resized item, before augmentation, in training and in scoring
+    'clahe_160x16':     (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, clahe=True)),
+    # plain fastai's `Resize(160)` default: a random square crop in training, the centre crop in scoring
+    'crop_160x16':      (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop')),
 }
+
+@contextmanager
+def _clahe_patch():
+    "Experiment only: inside the block, `train_recipe`'s DataLoaders apply CLAHE to every resized item (train, valid, test_dl)"
+    import numpy as np, cv2, covidxr.learn as L
+    from PIL import Image
+    from fastai.vision.all import Transform, PILImage
+    class Clahe(Transform):
+        order = 3   # after Resize (1), before ToTensor (5)
+        def encodes(self, x:PILImage):
+            a = np.asarray(x); g = np.ascontiguousarray(a if a.ndim == 2 else a[..., 0])
+            return type(x)(Image.fromarray(cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(g)).convert(x.mode))
+    orig = L.cxr_dls
+    def cxr_dls(*a, **k):
+        dls = orig(*a, **k)
+        for dl in dls.loaders: dl.after_item.add(Clahe())
+        return dls
+    L.cxr_dls = cxr_dls
+    try: yield
+    finally: L.cxr_dls = orig
 
 def score(name, data='cxr-mini', out='models/select', seed=42):
     from covidxr.learn import get_recipe, train_recipe
@@ -26,19 +58,26 @@ def score(name, data='cxr-mini', out='models/select', seed=42):
     from covidxr.data import read_dataset, make_splits
     from covidxr.metrics import make_preds, metrics_with_ci
     size, epochs, lr, kw = VARIANTS[name]
-    r = dataclasses.replace(get_recipe('cxr_scratch', seed=seed), stages=[Stage('main', size, [Step('whole', epochs, lr)])],
-                            evaluate='final', valid_pct=0.2, **kw)
+    kw = dict(kw); mixup, prog, clahe = kw.pop('mixup', None), kw.pop('prog', None), kw.pop('clahe', False)
+    stages = ([Stage(f'{s}px', s, [Step('whole', e, lr)]) for s, e in prog] if prog else
+              [Stage('main', size, [Step('whole', epochs, lr)])])
+    r = dataclasses.replace(get_recipe('cxr_scratch', seed=seed), stages=stages, evaluate='final', valid_pct=0.2, **kw)
+    cbs = None
+    if mixup:
+        from fastai.callback.mixup import MixUp
+        cbs = [MixUp(mixup)]
     df = make_splits(read_dataset(data), valid_pct=r.valid_pct, seed=seed)
     d = df[df.split != 'test'].copy()                        # the test split never enters this script
     t0 = time.time()
-    learn = train_recipe(r, d, out=Path(out)/name, overwrite=True, cache=True, show=False, device='cpu')
+    with _clahe_patch() if clahe else nullcontext():   # the CLAHE transform stays on these DataLoaders (and their test_dl)
+        learn = train_recipe(r, d, out=Path(out)/name, overwrite=True, cache=True, show=False, device='cpu', cbs=cbs)
     secs = time.time() - t0
     v = d[d.split == 'valid'].reset_index(drop=True); classes = list(learn.dls.vocab)
     def f1(P):
         m = metrics_with_ci(make_preds(v.label, P.numpy(), classes, patient_id=v.patient_id, source=v.source, path=v.path), classes)
         f = m['overall'].loc['macro_f1']; return f"{f.value:.3f} ({f.lo:.3f}-{f.hi:.3f})"
     with learn.no_bar(): plain, tta = f1(learn.get_preds(dl=learn.dls.test_dl(v))[0]), f1(learn.tta(dl=learn.dls.test_dl(v))[0])
-    return dict(variant=name, size=size, epochs=epochs, lr=lr, **kw, n_valid=len(v), train_s=round(secs),
+    return dict(variant=name, size=size, epochs=epochs, lr=lr, **kw, mixup=mixup, prog=prog, clahe=clahe, n_valid=len(v), train_s=round(secs),
                 valid_macro_f1=plain, with_tta=tta)
 
 def main(argv=None):
