@@ -310,7 +310,8 @@ class WorkerAugDL(TfmdDL):
     "A `TfmdDL` whose worker processes also run `after_batch` (augmentation, `GrayTo3`, `Normalize`): on a CPU the batch transforms run in parallel, not in the training process"
     def do_batch(self, b):
         b = super().do_batch(b)
-        return self.after_batch(b) if get_worker_info() is not None else b   # in a worker: the whole batch pipeline
+        w = get_worker_info()   # in a worker iterating this loader itself (not a wrapper such as fastai's
+        return self.after_batch(b) if w is not None and getattr(w.dataset, 'd', None) is self else b   # DistributedDL)
     def __iter__(self):
         if self.fake_l.num_workers == 0: yield from super().__iter__(); return   # one process: fastai's own loop
         self.randomize(); self.before_iter()
