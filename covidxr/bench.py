@@ -12,7 +12,7 @@ from fastcore.parallel import parallel
 from fastai.vision.all import (ImageDataLoaders, Resize, aug_transforms, Callback, vision_learner, accuracy, find_bs)
 from .core import save_json, atomic_write, seed_everything, pick_device, lib_versions
 from .images import load_cxr
-from .data import cxr_dls, ImageCache, read_dataset
+from .data import cxr_dls, ImageCache, read_dataset, usable_cores
 from .models import create_cxr_model, n_params
 from .learn import cxr_learner, cpu_bf16_supported
 
@@ -33,8 +33,7 @@ def hardware_info(device=None # torch device (default: `pick_device()`)
                  )->dict:
     "CPU model, cores, torch threads, memory, GPU (if any) and library versions"
     dev = pick_device(device)
-    try: usable = len(os.sched_getaffinity(0))
-    except AttributeError: usable = os.cpu_count()
+    usable = usable_cores()
     try: mem = os.sysconf('SC_PAGE_SIZE')*os.sysconf('SC_PHYS_PAGES')/2**30
     except (ValueError, OSError, AttributeError): mem = None
     gpu = None
@@ -91,10 +90,7 @@ def covidxr_dls(df:pd.DataFrame, # table with `path`, `label`, `split`
                 prefetch:int=4 # batches queued per worker
                ):
     "covidxr: `cxr_dls` on the resized cache with `aug_transforms` (one grey channel until `GrayTo3`; in the workers on a CPU), tuned workers and prefetch"
-    if workers is None:
-        try: workers = len(os.sched_getaffinity(0))
-        except AttributeError: workers = os.cpu_count() or 1
-        workers = min(16, workers)
+    if workers is None: workers = min(16, usable_cores())   # a data pass has no model: every core decodes, on a CPU too
     dev = pick_device(device)
     dls = cxr_dls(df, size=size, bs=bs, aug='fastai', cache=cache, num_workers=workers, seed=seed, device=dev)
     for dl in dls.loaders:

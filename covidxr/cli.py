@@ -40,6 +40,7 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
           max_per_class:int=None, # keep at most this many images per split and class (smoke runs)
           lr_find:bool=False, # pick every step's peak LR with fastai's LR finder
           cache:bool=False, # decode every image once into a downsized cache (data/.cache or $COVIDXR_CACHE)
+          workers:int=None, # DataLoader worker processes (default: 0 on a CPU, the usable cores up to 16 with a GPU)
           resume:bool=False, # continue a stopped or killed run in --out after its last completed epoch (same data and options)
           overwrite:bool=False, # start again even if --out holds a run (its files, report and stages included, are removed first)
           device:str=None, # cpu, cuda, mps (default: the best available)
@@ -86,7 +87,7 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
         bars = sys.stdout.isatty()   # in a log or a pipe: one line per epoch instead of progress bars
         train_recipe(rcp, df, run, pretrained=pre, weights=weights, quick=quick,
                      max_per_class=max_per_class, lr_find=lr_find, cache=cache or None, resume=resume,
-                     overwrite=overwrite, device=device, show=bars, cbs=None if bars or rank else [EpochLines()],
+                     overwrite=overwrite, device=device, num_workers=workers, show=bars, cbs=None if bars or rank else [EpochLines()],
                      distributed=distributed, on_error='skip' if skip_bad else 'raise')
         if rank == 0 and (run/'skipped.csv').is_file():
             import pandas as pd

@@ -27,7 +27,7 @@ from .readers import _Problems, _check_one
 __all__ = ['AUG_PRESETS', 'RESIZE', 'CHANNEL_AGNOSTIC', 'Translate', 'VFlip', 'RandomAffine', 'default_cache_dir', 'ImageCache',
            'decode_cache_file', 'check_images', 'check_classes', 'check_data', 'DlsInfo', 'CopyPath', 'TensorImageCopy',
            'PILCXR', 'PILCXRCopy', 'PILCXRGray', 'PILCXRGrayCopy', 'GrayTo3', 'CXRGetter', 'CopyAug', 'WorkerAugDL',
-           'cxr_dls']
+           'usable_cores', 'default_workers', 'cxr_dls']
 
 # %% ../nbs/01e_data.ipynb #9f985423
 def _translate_mat(x, max_pct=0.1):
@@ -321,6 +321,17 @@ class WorkerAugDL(TfmdDL):
             yield b
         self.after_iter()
         if hasattr(self, 'it'): del self.it
+
+# %% ../nbs/01e_data.ipynb #5d9de649
+def usable_cores()->int:
+    "CPU cores this process may run on (its affinity mask; `os.cpu_count()` where there is none)"
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+def default_workers(device=None # torch device (default: `pick_device()`)
+                   )->int:
+    "DataLoader worker processes for training on `device`: the usable cores (at most 16) feeding a GPU; 0 on a CPU"
+    return min(16, usable_cores()) if pick_device(device).type != 'cpu' else 0
 
 # %% ../nbs/01e_data.ipynb #86c1ba2a
 def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_splits`)

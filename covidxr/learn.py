@@ -17,7 +17,7 @@ from fastai.torch_core import to_device
 from .core import seed_everything, pick_device, atomic_write, save_json, lib_versions, \
     load_state_file, MissingWeightsError, run_lock, open_run, clear_run, set_rng_states, kept_rng, load_checkpoint
 from .models import create_cxr_model, get_arch, ArchSpec, arch_weights
-from .data import cxr_dls, read_dataset, make_splits, check_data
+from .data import cxr_dls, read_dataset, make_splits, check_data, default_workers
 from .recipes import Step, Stage, Recipe, override, scaled, SEED002_TABLE3, RECIPES, get_recipe
 from .callbacks import MultiStepLR, epoch_values, StageLogger, EpochLines, scheduled_peak_lrs, trainable_groups, save_weights, BestKeeper, CPUBf16, cpu_bf16_supported
 from .resume import data_fingerprint, fit_state, ResumeFit, RunCheckpoint, _next_pos, _check_resume
@@ -298,12 +298,13 @@ def _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, dev
         raise ValueError(f"recipe {r.name!r} keeps the best epoch on the validation split, but the data has none "
                          f"(valid_pct={r.valid_pct}): set valid_pct > 0, give a 'valid' split, or use evaluate='final'")
     dev = rank_device(device) if distributed else pick_device(device)
+    if num_workers is None: num_workers = default_workers(dev)
     vocab = state['classes'] if state else sorted(df['label'].unique())
     if state is None:
         state = dict(recipe=r.to_dict(), classes=vocab, done=[], best=None, run_epoch=0, data_fingerprint=data_fingerprint(df))
         config = dict(recipe=r.to_dict(), quick=quick, data=dict(root=str(df.attrs.get('root', '')),
                       fingerprint=data_fingerprint(df), n=df.groupby(['split', 'label']).size().unstack(fill_value=0).to_dict(),
-                      max_per_class=max_per_class), seed=r.seed, device=str(dev),
+                      max_per_class=max_per_class), seed=r.seed, device=str(dev), num_workers=num_workers,
                       precision=train_precision(r.mixed_precision, r.cpu_bf16, dev), lr_find=lr_find, lib_versions=lib_versions())
         save_json(config, out/'config.json'); save_json(state, sfile)
     (out/'.best.safetensors').unlink(missing_ok=True)   # best weights a kill left uncommitted

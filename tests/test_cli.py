@@ -28,7 +28,7 @@ def run(tmp_path_factory, mini):
     d = tmp_path_factory.mktemp('cli')
     t0 = time.time()
     code, out, err = cli('train', '--data', mini, '--arch', 'resnet18', '--recipe', 'covid_resnet', '--quick',
-                         '--no-pretrained', '--max-per-class', 6, '--bs', 6, '--out', d/'run', cwd=d)
+                         '--no-pretrained', '--max-per-class', 6, '--bs', 6, '--workers', 1, '--out', d/'run', cwd=d)
     print(f'covidxr train: {time.time()-t0:.0f}s\n{out}\n{err[-2000:]}')
     assert code == 0, err
     assert 'Run folder:' in out and 'Report:' in out
@@ -36,6 +36,7 @@ def run(tmp_path_factory, mini):
     lines = [l for l in out.splitlines() if l.startswith('  epoch ')]
     assert len(lines) == 5 and lines[0].startswith('  epoch 1/1, 32 px, head only: train_loss ') and 'whole net' in lines[1]
     assert '|███' not in out
+    assert json.loads((d/'run'/'config.json').read_text())['num_workers'] == 1   # --workers reaches the DataLoaders' record
     return d/'run'
 
 def test_train_writes_run_folder_and_report(run):
