@@ -17,19 +17,19 @@ from pathlib import Path
 
 # name: (size, epochs, peak LR, other Recipe fields)
 VARIANTS = {
-    'fp32_160x16':      (160, 16, 2e-3, dict(cpu_bf16=False, channels_last=False)),
-    'fp32_160x16_lr3':  (160, 16, 3e-3, dict(cpu_bf16=False, channels_last=False)),
-    'fp32_160x16_bs16': (160, 16, 2e-3, dict(cpu_bf16=False, channels_last=False, bs=16)),
-    'bf16_160x16':      (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True)),    # the recipe's schedule
-    'bf16_160x32':      (160, 32, 2e-3, dict(cpu_bf16=True, channels_last=True)),
+    'fp32_160x16':      (160, 16, 2e-3, dict(cpu_bf16=False, channels_last=False, resize='squish')),
+    'fp32_160x16_lr3':  (160, 16, 3e-3, dict(cpu_bf16=False, channels_last=False, resize='squish')),
+    'fp32_160x16_bs16': (160, 16, 2e-3, dict(cpu_bf16=False, channels_last=False, resize='squish', bs=16)),
+    'bf16_160x16':      (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='squish')),    # the recipe until 2026-11-29
+    'bf16_160x32':      (160, 32, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='squish')),
     # fastai's MixUp callback (alpha), and progressive resizing (size, epochs) stages of one-cycle each
-    'mixup_160x16':     (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, mixup=0.4)),
-    'mixup_128x24':     (128, 24, 2e-3, dict(cpu_bf16=True, channels_last=True, mixup=0.4)),
-    'prog_128x10_192x6': (192, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, prog=((128, 10), (192, 6)))),
+    'mixup_160x16':     (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='squish', mixup=0.4)),
+    'mixup_128x24':     (128, 24, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='squish', mixup=0.4)),
+    'prog_128x10_192x6': (192, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='squish', prog=((128, 10), (192, 6)))),
     # CLAHE (OpenCV, clip 2, 8x8 tiles) on the resized item, before augmentation, in training and in scoring
-    'clahe_160x16':     (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, clahe=True)),
+    'clahe_160x16':     (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='squish', clahe=True)),
     # plain fastai's `Resize(160)` default: a random square crop in training, the centre crop in scoring
-    'crop_160x16':      (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop')),
+    'crop_160x16':      (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop')),   # the recipe
 }
 
 @contextmanager

@@ -12,7 +12,7 @@ def test_fields():
     assert 'cxr_scratch' in RECIPES
     r = get_recipe('cxr_scratch')
     assert (r.name, r.arch, r.pretrained, r.head, r.aug, r.resize, r.opt, r.bs) == \
-           ('cxr_scratch', 'resnet18', False, 'fastai', 'fastai', 'squish', 'adam', 32)
+           ('cxr_scratch', 'resnet18', False, 'fastai', 'fastai', 'crop', 'adam', 32)
     assert [(s.name, s.size) for s in r.stages] == [('main', 160)]
     steps = [t for s in r.stages for t in s.steps]
     assert [(t.epochs, t.lr, t.lr_lo, t.frozen, t.schedule) for t in steps] == [(16, 2e-3, None, False, 'one_cycle')]
