@@ -52,7 +52,7 @@ def _clahe_patch():
     try: yield
     finally: L.cxr_dls = orig
 
-def score(name, data='cxr-mini', out='models/select', seed=42):
+def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
     from covidxr.learn import get_recipe, train_recipe
     from covidxr.recipes import Stage, Step
     from covidxr.data import read_dataset, make_splits
@@ -61,7 +61,7 @@ def score(name, data='cxr-mini', out='models/select', seed=42):
     kw = dict(kw); mixup, prog, clahe = kw.pop('mixup', None), kw.pop('prog', None), kw.pop('clahe', False)
     stages = ([Stage(f'{s}px', s, [Step('whole', e, lr)]) for s, e in prog] if prog else
               [Stage('main', size, [Step('whole', epochs, lr)])])
-    r = dataclasses.replace(get_recipe('cxr_scratch', seed=seed), stages=stages, evaluate='final', valid_pct=0.2, **kw)
+    r = dataclasses.replace(get_recipe('cxr_scratch', seed=seed if train_seed is None else train_seed), stages=stages, evaluate='final', valid_pct=0.2, **kw)
     cbs = None
     if mixup:
         from fastai.callback.mixup import MixUp
@@ -77,13 +77,15 @@ def score(name, data='cxr-mini', out='models/select', seed=42):
         m = metrics_with_ci(make_preds(v.label, P.numpy(), classes, patient_id=v.patient_id, source=v.source, path=v.path), classes)
         f = m['overall'].loc['macro_f1']; return f"{f.value:.3f} ({f.lo:.3f}-{f.hi:.3f})"
     with learn.no_bar(): plain, tta = f1(learn.get_preds(dl=learn.dls.test_dl(v))[0]), f1(learn.tta(dl=learn.dls.test_dl(v))[0])
-    return dict(variant=name, size=size, epochs=epochs, lr=lr, **kw, mixup=mixup, prog=prog, clahe=clahe, n_valid=len(v), train_s=round(secs),
+    return dict(variant=name, train_seed=r.seed, size=size, epochs=epochs, lr=lr, **kw, mixup=mixup, prog=prog, clahe=clahe, n_valid=len(v), train_s=round(secs),
                 valid_macro_f1=plain, with_tta=tta)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('names', nargs='*'); p.add_argument('--list', action='store_true')
-    p.add_argument('--seed', type=int, default=42); p.add_argument('--out', default='models/select')
+    p.add_argument('--seed', type=int, default=42, help='seed of the split (and of training unless --train-seed)')
+    p.add_argument('--train-seed', type=int, default=None, help='another training seed on the same split: the noise of one variant')
+    p.add_argument('--out', default='models/select')
     a = p.parse_args(argv)
     if a.list or not a.names:
         for k, v in VARIANTS.items(): print(k, v)
@@ -92,7 +94,7 @@ def main(argv=None):
     if bad: p.error(f"unknown variant(s) {bad}; known: {list(VARIANTS)}")
     warnings.filterwarnings('ignore')
     import pandas as pd
-    rows = [score(n, out=a.out, seed=a.seed) for n in a.names]
+    rows = [score(n, out=a.out, seed=a.seed, train_seed=a.train_seed) for n in a.names]
     print(pd.DataFrame(rows).to_string(index=False))
 
 if __name__ == '__main__': main()
