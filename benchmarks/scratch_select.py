@@ -2,6 +2,7 @@
 disjoint `valid` split only (the test split is removed before training). Issue #11; the table is in nbs/03a_recipes.ipynb.
 
     .venv/bin/python benchmarks/scratch_select.py NAME [NAME ...]        # variants below, e.g. fp32_160x16 bf16_160x16
+    .venv/bin/python benchmarks/scratch_select.py NAME --train-seed 43   # the same split, another training seed
     .venv/bin/python benchmarks/scratch_select.py --list
 
 Each variant is `cxr_scratch` with one stage and the fields given, final weights (`evaluate='final'`); the split is
