@@ -248,11 +248,14 @@ class TensorImageCopy(TensorImage):
 # %% ../nbs/01e_data.ipynb #2384dfae
 class PILCXR(PILImage):
     "A fastai `PILImage` decoded by `load_cxr` (DICOM, 16-bit, RGBA -> 8-bit 3-channel gray)"
+    _gray = False   # `PILCXRGray`: one channel (mode 'L')
     @classmethod
     def create(cls, fn, **kwargs):
-        if isinstance(fn, CopyPath): return PILCXRCopy(load_cxr(fn))
-        if isinstance(fn, (str, Path)): return cls(load_cxr(fn))
-        return super().create(fn, **kwargs)
+        if isinstance(fn, CopyPath): return cls._copy_cls()(load_cxr(fn, gray=cls._gray))
+        if isinstance(fn, (str, Path)): return cls(load_cxr(fn, gray=cls._gray))
+        return super().create(fn, **kwargs)   # a PIL image or array given directly (e.g. `learn.predict`) keeps its channels
+    @classmethod
+    def _copy_cls(cls): return PILCXRGrayCopy if cls._gray else PILCXRCopy
 
 # %% ../nbs/01e_data.ipynb #fa6a2543
 class PILCXRCopy(PILCXR):
@@ -262,12 +265,7 @@ class PILCXRCopy(PILCXR):
 # %% ../nbs/01e_data.ipynb #86b08e4d
 class PILCXRGray(PILCXR):
     "A `PILCXR` kept as one 8-bit channel (mode 'L'); `GrayTo3` makes the batch 3-channel before `Normalize`"
-    _show_args = {'cmap': 'gray'}
-    @classmethod
-    def create(cls, fn, **kwargs):
-        if isinstance(fn, CopyPath): return PILCXRGrayCopy(load_cxr(fn, gray=True))
-        if isinstance(fn, (str, Path)): return cls(load_cxr(fn, gray=True))
-        return super().create(fn, **kwargs)   # a PIL image or array given directly (e.g. `learn.predict`) keeps its channels
+    _show_args, _gray = {'cmap': 'gray'}, True
 
 class PILCXRGrayCopy(PILCXRGray):
     "A `PILCXRGray` of an augmented copy (see `PILCXRCopy`)"
