@@ -9,6 +9,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+@pytest.fixture(autouse=True)
+def _private_tmp(tmp_path, monkeypatch):
+    """Every temporary file of a test (notebooks' `tempfile.mkdtemp()` too, and child processes) goes under its `tmp_path`,
+    which pytest deletes once the test passes (`tmp_path_retention_policy` in pyproject.toml): a run leaves no GBs behind"""
+    d = tmp_path/'tmp'; d.mkdir()
+    monkeypatch.setattr('tempfile.tempdir', str(d))
+    monkeypatch.setenv('TMPDIR', str(d))
+
 @pytest.fixture(scope='session')
 def root(): return ROOT
 

@@ -95,3 +95,16 @@ def test_wheel_keeps_users_torch(tmp_path):
     assert 'covidxr' in inst and 'fastai' in inst, sorted(inst)
     replaced = sorted(n for n in inst if n in ('torch', 'torchvision', 'triton') or n.startswith('nvidia-'))
     assert not replaced, f"pip would replace the user's torch stack: {[(n, inst[n]) for n in replaced]}"
+
+def test_test_runs_leave_no_temp_files(tmp_path):
+    """A full `make test` writes ~11 GB of checkpoints (notebooks' `tempfile.mkdtemp()` included): all of it lands under
+    pytest's tmp_path, which pytest deletes for passing tests, so repeated runs do not fill the disk"""
+    import tempfile
+    d = Path(tempfile.mkdtemp())
+    assert d.is_relative_to(tmp_path), d
+    assert Path(os.environ['TMPDIR']).is_relative_to(tmp_path)
+    out = subprocess.run([sys.executable, '-c', 'import tempfile; print(tempfile.gettempdir())'],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(out).is_relative_to(tmp_path), out
+    opts = tomllib.loads((ROOT/'pyproject.toml').read_text())['tool']['pytest']['ini_options']
+    assert opts['tmp_path_retention_policy'] == 'failed'
