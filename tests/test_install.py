@@ -96,15 +96,18 @@ def test_wheel_keeps_users_torch(tmp_path):
     replaced = sorted(n for n in inst if n in ('torch', 'torchvision', 'triton') or n.startswith('nvidia-'))
     assert not replaced, f"pip would replace the user's torch stack: {[(n, inst[n]) for n in replaced]}"
 
-def test_test_runs_leave_no_temp_files(tmp_path):
-    """A full `make test` writes ~11 GB of checkpoints (notebooks' `tempfile.mkdtemp()` included): all of it lands under
-    pytest's tmp_path, which pytest deletes for passing tests, so repeated runs do not fill the disk"""
+def test_test_runs_leave_no_temp_files(_private_tmp, tmp_path):
+    """A full `make test` writes ~11 GB of checkpoints (notebooks' `tempfile.mkdtemp()` included): all of it lands in a
+    per-test folder under pytest's base temp (deleted after the test), not in the test's own `tmp_path` (a test may use
+    that as a dataset folder), and pytest deletes passing tests' folders, so repeated runs do not fill the disk"""
     import tempfile
+    base = tmp_path.parent
     d = Path(tempfile.mkdtemp())
-    assert d.is_relative_to(tmp_path), d
-    assert Path(os.environ['TMPDIR']).is_relative_to(tmp_path)
+    assert d.parent == _private_tmp and _private_tmp.is_relative_to(base.parent) and not d.is_relative_to(tmp_path), d
+    assert Path(os.environ['TMPDIR']) == _private_tmp
     out = subprocess.run([sys.executable, '-c', 'import tempfile; print(tempfile.gettempdir())'],
                          capture_output=True, text=True, check=True).stdout.strip()
-    assert Path(out).is_relative_to(tmp_path), out
+    assert Path(out) == _private_tmp, out
+    assert not any(tmp_path.iterdir())
     opts = tomllib.loads((ROOT/'pyproject.toml').read_text())['tool']['pytest']['ini_options']
     assert opts['tmp_path_retention_policy'] == 'failed'
