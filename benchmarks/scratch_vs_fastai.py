@@ -14,7 +14,8 @@ macro-F1 with a patient-bootstrap 95% CI). Issue #11.
 - covidxr: `train_recipe(get_recipe('cxr_scratch'))` as `covidxr demo` runs it -- its schedule was chosen on a
   patient-disjoint validation split (see nbs/03a_recipes.ipynb); it then trains on every training patient (the same
   1,083 images as the plain script) and keeps its final weights; bf16 autocast and channels-last on a CPU with bf16
-  kernels; the resized image cache (built before the clock starts, as for `make demo` with the cache built).
+  kernels; the resized image cache (built before the clock starts, as for `make demo` with the cache built); the test
+  split scored as its report scores it (with the recipe's `tta`: fastai's `learn.tta`, inside the timed part).
 - `--budget B` below 600 s scales both rows' epochs by B/600 (rounded up), so both still get the same budget; the
   table prints the wall time each row really took (training + test prediction), and the per-source table of the
   covidxr row (cxr-mini is source-confounded: see its README).
@@ -77,18 +78,15 @@ def run_fastai(df, epochs, size, seed, max_per_class=None):
 def run_recipe(df, epoch_factor, seed, out, quick=False):
     "covidxr's `cxr_scratch` recipe, as `covidxr demo` trains it; returns (preds, classes, seconds, recipe)"
     from covidxr.learn import get_recipe, train_recipe
-    from covidxr.metrics import make_preds
     r = get_recipe('cxr_scratch', seed=seed)
     if quick: r = r.scaled(quick=True)
     elif epoch_factor < 1: r = r.scaled(epochs=epoch_factor)
     t0 = time.time()
     learn = train_recipe(r, df, out=out, overwrite=True, cache=True, show=False, device='cpu' if not torch.cuda.is_available() else None)
-    test = df[df.split == 'test'].reset_index(drop=True)
-    with learn.no_bar(): P, _ = learn.get_preds(dl=learn.dls.test_dl(test))
+    from covidxr.report import get_preds_df
+    preds = get_preds_df(learn, df[df.split == 'test'], tta=r.tta)   # as its report scores it (`covidxr demo`)
     secs = time.time() - t0
-    classes = list(learn.dls.vocab)
-    return make_preds(test.label, P.numpy(), classes, patient_id=test.patient_id, source=test.source,
-                      path=test.path), classes, secs, r
+    return preds, list(learn.dls.vocab), secs, r
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

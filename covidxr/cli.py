@@ -102,7 +102,8 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
         if len(test):
             m = evaluate_run(run, test, run/'report', device=device)
             res.update(report=run/'report', metrics=m)
-            print(f"Trained in {t_train/60:.1f} min; test split ({len(test)} images):")
+            print(f"Trained in {t_train/60:.1f} min; test split ({len(test)} images"
+                  f"{', with test-time augmentation as the recipe says' if m.get('tta') else ''}):")
             _print_metrics(m, run/'report')
         else: print(f"Trained in {t_train/60:.1f} min; the data has no test split, so no report was written.")
         print(f"Run folder: {run}")
@@ -132,7 +133,8 @@ def evaluate(model:str=None, # run folder written by `covidxr train` (card.json 
              split:str='test', # rows of --data to evaluate: test|valid|train|all (a dataset without splits: all)
              external:str=None, # a second dataset evaluated in full as external validation
              out:str=None, # report folder (default: <model>/eval-<data name>)
-             tta:bool=False, # test-time augmentation (fastai `tta`)
+             tta:Annotated[bool, "test-time augmentation (fastai `tta`, with the run's training augmentations)",
+                          {'action': argparse.BooleanOptionalAction}]=None, # default: as the run's recipe says (cxr_scratch: on)
              bs:int=32, # batch size
              device:str=None, # cpu, cuda, mps
              debug:bool=False # show the full traceback on errors

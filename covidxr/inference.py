@@ -287,7 +287,8 @@ def _img_error(path, e)->str:
 def run_learner(run_dir:str|Path, # run folder
                 df:pd.DataFrame|None=None, # data to evaluate (DataFrame contract); None: no data (use `learn.dls.test_dl(...)`)
                 bs:int=32, # batch size
-                device:str|None=None # default: `covidxr.core.pick_device()`
+                device:str|None=None, # default: `covidxr.core.pick_device()`
+                aug:str='none' # augmentation preset of the DataLoaders (`covidxr.data.AUG_PRESETS`): only `learn.tta` uses it; 'card': the one the run trained with
                ):
     "A fastai `Learner` around the run's model, with `dls` built by `cxr_dls` from `df`"
     from fastai.learner import Learner
@@ -296,12 +297,13 @@ def run_learner(run_dir:str|Path, # run folder
     from covidxr.core import pick_device
     model, card = load_run(run_dir)
     dev = pick_device(device)
-    dls = _run_dls(card, df, bs, dev)
+    if aug == 'card': aug = card.get('aug', 'none')   # runs from before 2026-11-29 do not record it
+    dls = _run_dls(card, df, bs, dev, aug)
     learn = Learner(dls, model.to(dev), loss_func=CrossEntropyLossFlat(), metrics=[accuracy], path=card['_dir'])
     learn.card = card
     return learn
 
-def _run_dls(card, df, bs, device):
+def _run_dls(card, df, bs, device, aug='none'):
     from covidxr.data import cxr_dls
     classes = card['classes']
     if df is None:
@@ -320,7 +322,7 @@ def _run_dls(card, df, bs, device):
     df = df.copy(); df['split'] = 'valid'
     df = pd.concat([df.iloc[:1].assign(split='train'), df], ignore_index=True)
     return cxr_dls(df, size=tuple(card['size']), bs=bs, resize=card.get('resize', 'squish'), vocab=classes,
-                   device=device, aug='none')
+                   device=device, aug=aug)
 
 # %% ../nbs/07_inference.ipynb #2b7afd70
 class _WithProbs(nn.Module):

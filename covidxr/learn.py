@@ -236,7 +236,7 @@ def _card(learn, r:Recipe, state:dict, df, stats)->dict:
     i = learn.cxr
     return model_card(i.arch, i.classes, size=b['size'], resize=r.resize, head=i.head,
                       mean=stats[0] if stats else None, std=stats[1] if stats else None, model=i.model,
-                      lib=i.lib, pretrained=i.pretrained, recipe=r.name, best=b,
+                      lib=i.lib, pretrained=i.pretrained, recipe=r.name, best=b, aug=r.aug, tta=r.tta,
                       data_fingerprint=data_fingerprint(df), data_root=str(df.attrs.get('root', '')))
 
 # %% ../nbs/03_learn.ipynb #cd005685

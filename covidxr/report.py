@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from .core import atomic_write, save_json, load_json, lib_versions, swap_dir
+from .core import atomic_write, save_json, load_json, lib_versions, swap_dir, kept_rng, seed_everything
 from .metrics import *
 from .plots import *
 from .render import md_table, render_md, render_html, _fmt_pct
@@ -44,6 +44,7 @@ def get_preds_df(learn, # a fastai Learner whose `dls` was built from a DataFram
                  df:pd.DataFrame, # rows to predict (data contract: path, label, patient_id, source)
                  tta:bool=False, # fastai test-time augmentation (`learn.tta`)
                  n_tta:int=4, # augmented passes for TTA
+                 tta_seed:int=42, # TTA draws its augmentations from generators seeded with this (same seed, same numbers; the global ones are left as they were)
                  bs:int|None=None, # batch size (default: the learner's)
                  features:bool=False # also return the penultimate features (same pass; see `get_features`)
                 ):
@@ -51,11 +52,12 @@ def get_preds_df(learn, # a fastai Learner whose `dls` was built from a DataFram
     classes = [str(c) for c in learn.dls.vocab]
     df = df.reset_index(drop=True)
     if not len(df): raise ValueError("get_preds_df: the DataFrame is empty")
-    dl = learn.dls.test_dl(df, bs=bs or learn.dls.bs)
     feats = []
     h = last_linear(learn.model).register_forward_hook(lambda m, i, o: feats.append(_feat(i[0]))) if features else None
     try:
-        with _quiet(learn):
+        with _quiet(learn), kept_rng():   # predicting leaves the global generators as they were (fastai's DataLoader seeds its own from them)
+            if tta: seed_everything(tta_seed)   # TTA's random augmentations: the same numbers every time
+            dl = learn.dls.test_dl(df, bs=bs or learn.dls.bs)
             P = (learn.tta(dl=dl, n=n_tta) if tta else learn.get_preds(dl=dl))[0]
     finally:
         if h is not None: h.remove()
@@ -291,7 +293,7 @@ def evaluate_run(run:str|Path, # run folder written by training (card.json + wei
                  df:pd.DataFrame, # rows to evaluate (data contract); rows with split == 'test' when it has them
                  out:str|Path|None=None, # report folder (default: RUN/report)
                  external:pd.DataFrame|None=None, # an external test set (data contract), evaluated in full
-                 tta:bool=False, # fastai test-time augmentation
+                 tta:bool|None=None, # fastai test-time augmentation, with the run's training augmentations; None: as the run's recipe says (card.json `tta`)
                  bs:int=32, # batch size
                  device:str|None=None, # default: `covidxr.core.pick_device()`
                  history=None, # training curves; default: RUN/history.csv when present
@@ -300,7 +302,11 @@ def evaluate_run(run:str|Path, # run folder written by training (card.json + wei
     "Evaluate the model of a saved run folder on `df` (and `external`) into the report folder `out`; returns the metrics dict"
     from covidxr.inference import run_learner
     run = Path(run)
-    learn = run_learner(run, df, bs=bs, device=device)
+    card = load_json(run/'card.json')
+    if tta is None: tta = bool(card.get('tta', False))
+    if tta and 'aug' not in card: warnings.warn(f"{run/'card.json'} does not say which augmentations the run trained with "
+                                                f"(a run from before covidxr recorded them): TTA varies the crop only")
+    learn = run_learner(run, df, bs=bs, device=device, aug='card' if tta else 'none')
     if history is None and (run/'history.csv').exists(): history = run/'history.csv'
     return evaluate(learn, df, out=run/'report' if out is None else out, tta=tta, history=history, external_df=external, **kwargs)
 

@@ -16,7 +16,7 @@ def test_fields():
     assert [(s.name, s.size) for s in r.stages] == [('main', 160)]
     steps = [t for s in r.stages for t in s.steps]
     assert [(t.epochs, t.lr, t.lr_lo, t.frozen, t.schedule) for t in steps] == [(16, 2e-3, None, False, 'one_cycle')]
-    assert (r.evaluate, r.valid_pct, r.cpu_bf16, r.channels_last) == ('final', 0, True, True)
+    assert (r.evaluate, r.valid_pct, r.cpu_bf16, r.channels_last, r.tta) == ('final', 0, True, True, True)
     assert 'validation split' in r.notes and 'never on test' in r.notes and 'issue #11' in r.source
     assert r.provenance('ours') and r.provenance('fastai')   # every choice labelled
 
@@ -42,6 +42,37 @@ def test_trains_end_to_end(mini, tmp_path):
     final = {k: v.float() for k, v in learn.model.state_dict().items()}
     assert all(torch.equal(sd[k].float(), final[k]) for k in sd)   # evaluate='final': the last epoch's weights
     assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.float32}   # bf16 autocast only: fp32 weights
+    assert (card['aug'], card['tta']) == ('fastai', True)
+
+def test_report_scores_with_tta_as_the_recipe_says(mini, tmp_path):
+    """The run's card says tta: `evaluate_run` then scores fastai's `learn.tta` with the run's training augmentations, seeded
+    (same numbers twice, global generators untouched); tta=False scores one plain pass; a card without `tta` means no TTA"""
+    import random
+    from covidxr.data import read_dataset, make_splits, sample_per_class
+    from covidxr.learn import train_recipe, get_recipe
+    from covidxr.inference import run_learner
+    from covidxr.report import evaluate_run, get_preds_df
+    from covidxr.core import save_json
+    r = get_recipe('cxr_scratch').scaled(size=0.25, max_epochs=1)
+    df = sample_per_class(make_splits(read_dataset(mini), valid_pct=r.valid_pct, seed=42), 3)
+    train_recipe(r, df, tmp_path/'run', show=False, device='cpu')
+    run, test = tmp_path/'run', df[df.split == 'test']
+    tfms = lambda aug: [type(t).__name__ for t in run_learner(run, test, device='cpu', aug=aug).dls.after_batch]
+    assert 'Flip' not in tfms('none') and 'Flip' in tfms('card')   # the card's aug preset: fastai's aug_transforms
+    learn = run_learner(run, test, device='cpu', aug='card')
+    state = random.getstate(), torch.random.get_rng_state()
+    get_preds_df(learn, test, tta=True)
+    assert random.getstate() == state[0] and torch.equal(torch.random.get_rng_state(), state[1])
+    a = evaluate_run(run, test, tmp_path/'a', device='cpu', n_boot=50)
+    b = evaluate_run(run, test, tmp_path/'b', device='cpu', n_boot=50)
+    c = evaluate_run(run, test, tmp_path/'c', device='cpu', tta=False, n_boot=50)
+    assert a['tta'] and b['tta'] and not c['tta']
+    pa, pb, pc = (pd.read_csv(tmp_path/k/'preds.csv') for k in 'abc')
+    cols = [k for k in pa if k.startswith('p_')]
+    pd.testing.assert_frame_equal(pa, pb)                        # seeded: the same numbers
+    assert (pa[cols] - pc[cols]).abs().to_numpy().max() > 1e-4   # TTA changed the probabilities
+    card = load_json(run/'card.json'); card.pop('tta'); save_json(card, run/'card.json')
+    assert not evaluate_run(run, test, tmp_path/'d', device='cpu', n_boot=50)['tta']
 
 def test_cli_says_when_valid_columns_are_the_test_split(mini, tmp_path):
     "`covidxr train` with cxr_scratch (no valid split) says its per-epoch valid values are the test split's; with --valid-pct it does not"
