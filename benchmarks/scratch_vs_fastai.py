@@ -28,13 +28,8 @@ REF_BUDGET = 600          # seconds: the demo's budget, at which the epochs belo
 FASTAI_EPOCHS, FASTAI_SIZE, FASTAI_LR = 16, 160, 2e-3   # issue #11: the plain script at the demo's budget
 
 def machine()->str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'): cpu = line.split(':', 1)[1].strip(); break
-    except OSError: pass
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
-    return f"{os.cpu_count()} cores {cpu}, {dev}, torch {torch.get_num_threads()} threads"
+    from covidxr.reproduce import hardware
+    return f"{hardware()}, torch {torch.get_num_threads()} threads"
 
 def md_table(t:pd.DataFrame)->str:
     "A Markdown table (no tabulate dependency), for the README"

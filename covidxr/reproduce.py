@@ -61,18 +61,15 @@ def check_weights(runs:list, # entries of `repro_runs`
             for d in runs if d['pretrained']}
 
 # %% ../nbs/11_reproduce.ipynb #db31b7bf
-def hardware()->str:
-    "CPU model and cores, memory and GPU of this machine, in words"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): cpu = line.split(':', 1)[1].strip(); break
-    except OSError: pass
-    try: mem = f", {os.sysconf('SC_PAGE_SIZE')*os.sysconf('SC_PHYS_PAGES')/2**30:.0f} GiB RAM"
-    except (ValueError, OSError, AttributeError): mem = ''
-    n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    gpu = ', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if torch.cuda.is_available() else 'no GPU'
-    return f"{cpu}, {n} cores{mem}, {gpu}"
+def hardware(device=None # torch device (default: `pick_device()`)
+            )->str:
+    "CPU model and usable cores, memory and GPU of this machine, in words: `covidxr.bench.hardware_info` in one line"
+    from covidxr.bench import hardware_info
+    h = hardware_info(device)
+    mem = f", {h['memory_gib']:.0f} GiB RAM" if h['memory_gib'] else ''
+    g = h['gpu']
+    gpu = (f"{g['count']}x " if g['count'] > 1 else '') + f"{g['name']} ({g['memory_gib']} GiB)" if g else 'no GPU'
+    return f"{h['cpu']}, {h['usable_cores']} cores{mem}, {gpu}"
 
 # %% ../nbs/11_reproduce.ipynb #d796e66e
 def _prepare(data, r, max_per_class, seed):
