@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 from contextlib import ExitStack
 from fastcore.script import call_parse, parse_cli, CliError
-from .core import run_lock, open_run
+from .core import run_lock, open_run, RunLockedError
 from .cli_utils import one_line, check_out_dir, check_out_file, check_arch, check_recipe, check_run, \
     _read_data, _run_splits, _print_metrics, _command, _interrupted
 _all_ = ['one_line', 'check_out_dir', 'check_out_file', 'check_arch', 'check_recipe', 'check_run']   # re-exported from `covidxr.cli_utils`
@@ -141,6 +141,14 @@ def evaluate(model:str=None, # run folder written by `covidxr train` (card.json 
             ):
     "Evaluate a trained run on its own test split or on a dataset (and an external one) and write the report folder"
     if model is None: raise CliError("Which model? Pass --model models/RUN (a folder written by `covidxr train`).")
+    with ExitStack() as hold:
+        if Path(model).expanduser().is_dir():   # nobody trains into this run (nor evaluates it) while it is read
+            try: hold.enter_context(run_lock(Path(model).expanduser()))
+            except RunLockedError as e:
+                raise CliError(f"{one_line(e).split(': wait')[0]}: wait until it finishes, then evaluate.") from None
+        return _evaluate(model, data, format, classes, label_map, skip_bad, split, external, out, tta, bs, device)
+
+def _evaluate(model, data, format, classes, label_map, skip_bad, split, external, out, tta, bs, device):
     run = check_run(model)
     opts = dict(classes=classes, label_map=label_map, skip_bad=skip_bad)
     df = _read_data(data, format, **opts) if data else _run_splits(run)

@@ -124,7 +124,7 @@ train_recipe(tiny_recipe(2), pd.read_pickle({df!r}), {out!r}, show=False, device
 """
 
 def test_two_trains_into_one_folder(data, tmp_path, mini):
-    "Process A trains (held inside its first fit); `covidxr train --overwrite` into the same --out (from this process) is refused, naming A"
+    "Process A trains (held inside its first fit); `covidxr train --overwrite` into the same --out, and `covidxr evaluate` of it (from this process), are refused, naming A"
     out, go = tmp_path/'run', tmp_path/'go'
     data.to_pickle(tmp_path/'df.pkl')
     a = subprocess.Popen([sys.executable, '-c', WAITER.format(tests=str(Path(__file__).parent), go=str(go),
@@ -139,6 +139,10 @@ def test_two_trains_into_one_folder(data, tmp_path, mini):
         lines = err.strip().splitlines()
         assert code == 1 and len(lines) == 1, err
         assert f'is in use by pid {a.pid} ' in lines[0] and '--out' in lines[0], lines[0]
+        code, _, err = call('evaluate', '--model', out)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1, err
+        assert f'is in use by pid {a.pid} ' in lines[0] and 'wait until it finishes, then evaluate' in lines[0], lines[0]
     finally:
         go.touch()
         _, err = a.communicate(timeout=300)
