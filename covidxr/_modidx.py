@@ -322,6 +322,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'covidxr.readers._map_label': ('readers.html#_map_label', 'covidxr/readers.py'),
                                  'covidxr.readers._norm_split': ('readers.html#_norm_split', 'covidxr/readers.py'),
                                  'covidxr.readers._prefix': ('readers.html#_prefix', 'covidxr/readers.py'),
+                                 'covidxr.readers._sigint_deferred': ('readers.html#_sigint_deferred', 'covidxr/readers.py'),
                                  'covidxr.readers._where': ('readers.html#_where', 'covidxr/readers.py'),
                                  'covidxr.readers.check_file': ('readers.html#check_file', 'covidxr/readers.py'),
                                  'covidxr.readers.check_files': ('readers.html#check_files', 'covidxr/readers.py'),

@@ -270,3 +270,19 @@ def test_run_folder_files_share_the_umask_permissions(tmp_path, mini):
     assert sorted(p.name for p in out.iterdir()) == ['card.json', 'config.json', 'history.csv', 'model.json', 'model.onnx',
                                                      'report', 'splits.csv', 'stages', 'state.json', 'weights.safetensors']
     assert not (out/'report'/'old.txt').exists()
+
+def test_ctrl_c_inside_the_csv_parse_stays_a_keyboard_interrupt(mini, monkeypatch):
+    """pandas' C parser turns a Ctrl-C that lands inside it into a ParserError ('Calling read(nbytes) on source failed'),
+    which once made `covidxr train` report 'cannot parse the CSV' instead of being interrupted (CI, 2026-11-29). Here a
+    stand-in parser does the same: the reader defers the Ctrl-C to the end of the parse, so it arrives as itself."""
+    from covidxr import readers
+    orig = pd.read_csv
+    def parser_like(*a, **k):
+        try: os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2)
+        except KeyboardInterrupt: raise pd.errors.ParserError("Error tokenizing data. C error: Calling read(nbytes) on source failed.") from None
+        return orig(*a, **k)
+    monkeypatch.setattr(readers.pd, 'read_csv', parser_like)
+    with pytest.raises(KeyboardInterrupt): readers.read_csv_dataset(Path(mini)/'labels.csv', check='none')
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the handler is back
+    monkeypatch.setattr(readers.pd, 'read_csv', orig)
+    assert len(readers.read_csv_dataset(Path(mini)/'labels.csv', check='none')) == 1354   # no Ctrl-C: read as before
