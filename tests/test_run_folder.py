@@ -271,18 +271,28 @@ def test_run_folder_files_share_the_umask_permissions(tmp_path, mini):
                                                      'report', 'splits.csv', 'stages', 'state.json', 'weights.safetensors']
     assert not (out/'report'/'old.txt').exists()
 
-def test_ctrl_c_inside_the_csv_parse_stays_a_keyboard_interrupt(mini, monkeypatch):
+PARSE_CTRL_C = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal (a background job starts with SIGINT ignored)
+import pandas as pd
+from covidxr import readers
+orig = pd.read_csv
+def parser_like(*a, **k):   # pandas' C parser: a KeyboardInterrupt inside it becomes a ParserError
+    try: os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2)
+    except KeyboardInterrupt: raise pd.errors.ParserError("Error tokenizing data. C error: Calling read(nbytes) on source failed.") from None
+    return orig(*a, **k)
+readers.pd.read_csv = parser_like if sys.argv[2] == 'ctrl-c' else orig
+try: print('read', len(readers.read_csv_dataset(sys.argv[1], check='none')))
+except KeyboardInterrupt: print('KeyboardInterrupt', signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+except Exception as e: print(type(e).__name__, ' '.join(str(e).split()))
+"""
+
+def test_ctrl_c_inside_the_csv_parse_stays_a_keyboard_interrupt(mini):
     """pandas' C parser turns a Ctrl-C that lands inside it into a ParserError ('Calling read(nbytes) on source failed'),
-    which once made `covidxr train` report 'cannot parse the CSV' instead of being interrupted (CI, 2026-11-29). Here a
-    stand-in parser does the same: the reader defers the Ctrl-C to the end of the parse, so it arrives as itself."""
-    from covidxr import readers
-    orig = pd.read_csv
-    def parser_like(*a, **k):
-        try: os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2)
-        except KeyboardInterrupt: raise pd.errors.ParserError("Error tokenizing data. C error: Calling read(nbytes) on source failed.") from None
-        return orig(*a, **k)
-    monkeypatch.setattr(readers.pd, 'read_csv', parser_like)
-    with pytest.raises(KeyboardInterrupt): readers.read_csv_dataset(Path(mini)/'labels.csv', check='none')
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the handler is back
-    monkeypatch.setattr(readers.pd, 'read_csv', orig)
-    assert len(readers.read_csv_dataset(Path(mini)/'labels.csv', check='none')) == 1354   # no Ctrl-C: read as before
+    which once made `covidxr train` report 'cannot parse the CSV' instead of being interrupted (CI, 2026-11-29). In a
+    child process a stand-in parser does the same: the reader defers the Ctrl-C to the end of the parse, so it arrives
+    as itself, and the handler is back afterwards; without a Ctrl-C the file reads as before"""
+    run = lambda how: subprocess.run([sys.executable, '-c', PARSE_CTRL_C, str(Path(mini)/'labels.csv'), how], env=ENV,
+                                     capture_output=True, text=True, timeout=120).stdout.strip().splitlines()[-1]
+    assert run('ctrl-c') == 'KeyboardInterrupt True'
+    assert run('none') == 'read 1354'
