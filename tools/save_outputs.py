@@ -3,7 +3,7 @@ they read as documentation on GitHub: `python tools/save_outputs.py [nbs/01_imag
 
 Outputs are made stable and machine-neutral afterwards: absolute paths of this checkout become relative ones, execution
 counts and timing metadata are dropped (by `nbdev-clean`), and fastai's per-epoch `time` column is blanked."""
-import json, os, re, subprocess, sys
+import json, os, re, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,13 @@ def main(args):
     nbs = [Path(a).resolve() for a in args] or sorted(p for p in (ROOT/'nbs').glob('*.ipynb') if not p.name.startswith('_'))
     bad = []
     for fn in nbs:
-        ok, secs = test_nb(fn, skip_flags=skip, basepath=str(ROOT), save=True)
+        with tempfile.TemporaryDirectory(prefix='covidxr-nb-') as d:   # the notebook's mkdtemp() folders go with it
+            old = os.environ.get('TMPDIR'); tempfile.tempdir = os.environ['TMPDIR'] = d
+            try: ok, secs = test_nb(fn, skip_flags=skip, basepath=str(ROOT), save=True)
+            finally:
+                tempfile.tempdir = None
+                if old is None: os.environ.pop('TMPDIR', None)
+                else: os.environ['TMPDIR'] = old
         print(f"{fn.name}: {'ok' if ok else 'FAILED (outputs not saved)'} in {secs:.0f} s", flush=True)
         if not ok: bad.append(fn.name); continue
         neutralise(fn)
