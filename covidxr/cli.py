@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys, argparse, warnings, traceback, time
 from pathlib import Path
 from typing import Annotated
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from fastcore.script import call_parse, parse_cli, CliError
 from .core import run_lock, open_run, RunLockedError
 from .cli_utils import one_line, check_out_dir, check_out_file, check_arch, check_recipe, check_run, \
@@ -123,6 +123,17 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
         if made and run.is_dir() and not any(run.iterdir()): run.rmdir()   # a failed first run leaves no empty --out
 
 # %% ../nbs/08_cli.ipynb #9b6a18a7
+@contextmanager
+def _reading(model):
+    "Hold the lock of the run folder `model` while a command reads it: a training into it is refused, and refuses this"
+    p = Path(model).expanduser()
+    with ExitStack() as hold:
+        if p.is_dir():   # otherwise `check_run` says what is wrong
+            try: hold.enter_context(run_lock(p))
+            except RunLockedError as e:
+                raise CliError(f"Run folder {str(e.folder)!r} is in use by {e.holder}: wait until it finishes, then evaluate.") from None
+        yield
+
 @call_parse
 def evaluate(model:str=None, # run folder written by `covidxr train` (card.json + weights.safetensors)
              data:str=None, # dataset name or path (default: the run's own images and split, RUN/splits.csv)
@@ -141,44 +152,37 @@ def evaluate(model:str=None, # run folder written by `covidxr train` (card.json 
             ):
     "Evaluate a trained run on its own test split or on a dataset (and an external one) and write the report folder"
     if model is None: raise CliError("Which model? Pass --model models/RUN (a folder written by `covidxr train`).")
-    with ExitStack() as hold:
-        if Path(model).expanduser().is_dir():   # nobody trains into this run (nor evaluates it) while it is read
-            try: hold.enter_context(run_lock(Path(model).expanduser()))
-            except RunLockedError as e:
-                raise CliError(f"{one_line(e).split(': wait')[0]}: wait until it finishes, then evaluate.") from None
-        return _evaluate(model, data, format, classes, label_map, skip_bad, split, external, out, tta, bs, device)
-
-def _evaluate(model, data, format, classes, label_map, skip_bad, split, external, out, tta, bs, device):
-    run = check_run(model)
-    opts = dict(classes=classes, label_map=label_map, skip_bad=skip_bad)
-    df = _read_data(data, format, **opts) if data else _run_splits(run)
-    sp = df['split'].fillna('').astype(str) if 'split' in df else None
-    if split != 'all' and sp is not None and (sp != '').any():
-        if split not in ('train', 'valid', 'test'): raise CliError(f"Unknown split {split!r} (--split): use test, valid, train or all.")
-        df = df[sp == split]
-        if not len(df): raise CliError(f"{data or str(run/'splits.csv')!r} has no {split!r} rows (--split): use --split all to evaluate every image.")
-    ext = _read_data(external, 'auto', '--external', **opts) if external else None
-    from covidxr.data import check_images, data_report
-    skipped = []
-    with warnings.catch_warnings():   # every image decodes before the model runs (cached: free the second time)
-        warnings.simplefilter('ignore', UserWarning)
-        df = check_images(df, on_error='skip' if skip_bad else 'raise')
-        if ext is not None: ext = check_images(ext, on_error='skip' if skip_bad else 'raise')
-    for d in (df, ext) if ext is not None else (df,):
-        r = data_report(d); skipped += r[r.action == 'skipped'][['item', 'row', 'problem']].to_dict('records')
-    for s in skipped: print(f"covidxr evaluate: skipped {s['item']}: {s['problem']}", file=sys.stderr)
-    if not len(df): raise CliError("No image left to evaluate (every one was skipped: see the messages above).")
-    if 'label' in df and df['label'].nunique() == 1:
-        print(f"covidxr evaluate: note: every evaluated image is labelled {df['label'].iloc[0]!r}: AUC and specificity are "
-              f"undefined, accuracy is that class's sensitivity.", file=sys.stderr)
-    name = Path(str(data)).name.removesuffix('.csv') if data else 'splits'
-    out = check_out_dir(out or run/f"eval-{name}")
-    print(f"Evaluating {run} on {data or 'its own split (splits.csv)'} ({len(df)} images{'' if split == 'all' else ', split ' + split})"
-          + (f" and on {external} ({len(ext)} images, external)" if ext is not None else ''))
-    from covidxr.report import evaluate_run
-    m = evaluate_run(run, df, out, external=ext, tta=tta, bs=bs, device=device, **({'meta': dict(skipped=skipped)} if skipped else {}))
-    _print_metrics(m, out)
-    return dict(report=out, metrics=m)
+    with _reading(model):   # nobody trains into this run (nor evaluates it) while it is read
+        run = check_run(model)
+        opts = dict(classes=classes, label_map=label_map, skip_bad=skip_bad)
+        df = _read_data(data, format, **opts) if data else _run_splits(run)
+        sp = df['split'].fillna('').astype(str) if 'split' in df else None
+        if split != 'all' and sp is not None and (sp != '').any():
+            if split not in ('train', 'valid', 'test'): raise CliError(f"Unknown split {split!r} (--split): use test, valid, train or all.")
+            df = df[sp == split]
+            if not len(df): raise CliError(f"{data or str(run/'splits.csv')!r} has no {split!r} rows (--split): use --split all to evaluate every image.")
+        ext = _read_data(external, 'auto', '--external', **opts) if external else None
+        from covidxr.data import check_images, data_report
+        skipped = []
+        with warnings.catch_warnings():   # every image decodes before the model runs (cached: free the second time)
+            warnings.simplefilter('ignore', UserWarning)
+            df = check_images(df, on_error='skip' if skip_bad else 'raise')
+            if ext is not None: ext = check_images(ext, on_error='skip' if skip_bad else 'raise')
+        for d in (df, ext) if ext is not None else (df,):
+            r = data_report(d); skipped += r[r.action == 'skipped'][['item', 'row', 'problem']].to_dict('records')
+        for s in skipped: print(f"covidxr evaluate: skipped {s['item']}: {s['problem']}", file=sys.stderr)
+        if not len(df): raise CliError("No image left to evaluate (every one was skipped: see the messages above).")
+        if 'label' in df and df['label'].nunique() == 1:
+            print(f"covidxr evaluate: note: every evaluated image is labelled {df['label'].iloc[0]!r}: AUC and specificity are "
+                  f"undefined, accuracy is that class's sensitivity.", file=sys.stderr)
+        name = Path(str(data)).name.removesuffix('.csv') if data else 'splits'
+        out = check_out_dir(out or run/f"eval-{name}")
+        print(f"Evaluating {run} on {data or 'its own split (splits.csv)'} ({len(df)} images{'' if split == 'all' else ', split ' + split})"
+              + (f" and on {external} ({len(ext)} images, external)" if ext is not None else ''))
+        from covidxr.report import evaluate_run
+        m = evaluate_run(run, df, out, external=ext, tta=tta, bs=bs, device=device, **({'meta': dict(skipped=skipped)} if skipped else {}))
+        _print_metrics(m, out)
+        return dict(report=out, metrics=m)
 
 # %% ../nbs/08_cli.ipynb #9328b31b
 @call_parse

@@ -297,7 +297,10 @@ def run_learner(run_dir:str|Path, # run folder
     from covidxr.core import pick_device
     model, card = load_run(run_dir)
     dev = pick_device(device)
-    if aug == 'card': aug = card.get('aug', 'none')   # runs from before 2026-11-29 do not record it
+    if aug == 'card':
+        if 'aug' not in card: warnings.warn(f"{card['_dir']}/card.json does not say which augmentations the run trained with "
+                                            f"(a run from before covidxr recorded them): no augmentation, TTA varies the crop only")
+        aug = card.get('aug', 'none')
     dls = _run_dls(card, df, bs, dev, aug)
     learn = Learner(dls, model.to(dev), loss_func=CrossEntropyLossFlat(), metrics=[accuracy], path=card['_dir'])
     learn.card = card

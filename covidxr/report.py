@@ -302,10 +302,7 @@ def evaluate_run(run:str|Path, # run folder written by training (card.json + wei
     "Evaluate the model of a saved run folder on `df` (and `external`) into the report folder `out`; returns the metrics dict"
     from covidxr.inference import run_learner
     run = Path(run)
-    card = load_json(run/'card.json')
-    if tta is None: tta = bool(card.get('tta', False))
-    if tta and 'aug' not in card: warnings.warn(f"{run/'card.json'} does not say which augmentations the run trained with "
-                                                f"(a run from before covidxr recorded them): TTA varies the crop only")
+    if tta is None: tta = bool(load_json(run/'card.json').get('tta', False))
     learn = run_learner(run, df, bs=bs, device=device, aug='card' if tta else 'none')
     if history is None and (run/'history.csv').exists(): history = run/'history.csv'
     return evaluate(learn, df, out=run/'report' if out is None else out, tta=tta, history=history, external_df=external, **kwargs)

@@ -67,8 +67,8 @@ def hardware(device=None # torch device (default: `pick_device()`)
     from covidxr.bench import hardware_info
     h = hardware_info(device)
     mem = f", {h['memory_gib']:.0f} GiB RAM" if h['memory_gib'] else ''
-    g = h['gpu']
-    gpu = (f"{g['count']}x " if g['count'] > 1 else '') + f"{g['name']} ({g['memory_gib']} GiB)" if g else 'no GPU'
+    g, gpu = h['gpu'], 'no GPU'
+    if g: gpu = (f"{g['count']}x " if g['count'] > 1 else '') + f"{g['name']} ({g['memory_gib']} GiB)"
     return f"{h['cpu']}, {h['usable_cores']} cores{mem}, {gpu}"
 
 # %% ../nbs/11_reproduce.ipynb #d796e66e

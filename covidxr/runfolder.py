@@ -78,7 +78,8 @@ def swap_dir(folder:str|Path # the folder to (re)build; created when missing
 
 # %% ../nbs/00a_runfolder.ipynb #d2c93ffd
 class RunLockedError(RuntimeError):
-    "A run folder that another process is writing"
+    "A run folder that another process is using: `folder`, and `holder` (its pid, host and start time)"
+    def __init__(self, msg, folder=None, holder=None): super().__init__(msg); self.folder, self.holder = folder, holder
 
 _HELD = {}
 
@@ -107,8 +108,9 @@ def run_lock(folder:str|Path # the run folder (created when missing)
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RunLockedError(f"Run folder {str(folder)!r} is in use by {_lock_holder(f)}: wait for that run to "
-                                 f"finish (or stop it), or choose another output folder (--out).") from None
+            who = _lock_holder(f)
+            raise RunLockedError(f"Run folder {str(folder)!r} is in use by {who}: wait for that run to "
+                                 f"finish (or stop it), or choose another output folder (--out).", folder, who) from None
         try: same = os.fstat(fd).st_ino == os.stat(f).st_ino
         except FileNotFoundError: same = False
         if same: break
