@@ -76,7 +76,7 @@ def test_dicom_is_decoded_once_into_the_cache(tmp_path):
     c = ImageCache(tmp_path/'c', size=24)
     c.build([p], progress=False)
     q = c.lookup(p)
-    assert q.endswith('.png') and Image.open(q).size == (32, 24) and Image.open(q).mode == 'L'
+    assert q.endswith('.pgm') and Image.open(q).size == (32, 24) and Image.open(q).mode == 'L'
     g = np.asarray(load_cxr(q, gray=True)).astype(int)
     assert g[:, 0].mean() > g[:, -1].mean()          # MONOCHROME1 inverted before caching
 
@@ -95,7 +95,7 @@ def test_cxr_dls_with_cache(tmp_path, monkeypatch):
     monkeypatch.setenv('COVIDXR_CACHE', str(tmp_path/'env'))
     plain = cxr_dls(df, size=32, bs=4, device='cpu')
     cached = cxr_dls(df, size=32, bs=4, cache=320, device='cpu')    # 40 px < 320: lossless copies
-    assert len(list((tmp_path/'env'/'short320').rglob('*.png'))) == len(df)
+    assert len(list((tmp_path/'env'/'short320').rglob('*.pgm'))) == len(df)
     assert cached.cxr.cache.lookup(df.path[0]).startswith(str(tmp_path/'env'))
     xp, yp = plain.valid.one_batch(); xc, yc = cached.valid.one_batch()
     assert torch.equal(yp, yc) and torch.allclose(xp, xc, atol=1e-6)
