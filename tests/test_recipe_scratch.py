@@ -58,7 +58,7 @@ def test_report_scores_with_tta_as_the_recipe_says(mini, tmp_path):
     train_recipe(r, df, tmp_path/'run', show=False, device='cpu')
     run, test = tmp_path/'run', df[df.split == 'test']
     tfms = lambda aug: [type(t).__name__ for t in run_learner(run, test, device='cpu', aug=aug).dls.after_batch]
-    assert 'Flip' not in tfms('none') and 'Flip' in tfms('card')   # the card's aug preset: fastai's aug_transforms
+    assert 'CoarseGridAffine' not in tfms('none') and 'CoarseGridAffine' in tfms('card')   # the card's aug preset: fastai's aug_transforms (its affine+warp as CoarseGridAffine)
     learn = run_learner(run, test, device='cpu', aug='card')
     state = random.getstate(), torch.random.get_rng_state()
     get_preds_df(learn, test, tta=True)
