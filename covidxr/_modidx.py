@@ -407,6 +407,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'covidxr.resume.ResumeFit.before_fit': ('resume.html#resumefit.before_fit', 'covidxr/resume.py'),
                                 'covidxr.resume.RunCheckpoint': ('resume.html#runcheckpoint', 'covidxr/resume.py'),
                                 'covidxr.resume.RunCheckpoint.__init__': ('resume.html#runcheckpoint.__init__', 'covidxr/resume.py'),
+                                'covidxr.resume.RunCheckpoint._commit': ('resume.html#runcheckpoint._commit', 'covidxr/resume.py'),
                                 'covidxr.resume.RunCheckpoint.after_epoch': ('resume.html#runcheckpoint.after_epoch', 'covidxr/resume.py'),
                                 'covidxr.resume._check_resume': ('resume.html#_check_resume', 'covidxr/resume.py'),
                                 'covidxr.resume._next_pos': ('resume.html#_next_pos', 'covidxr/resume.py'),

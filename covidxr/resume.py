@@ -11,6 +11,7 @@ from fastai.vision.all import Callback, ReduceLROnPlateau
 from .core import save_json, load_json, rng_states, save_checkpoint, dict_changes, data_changes
 from .callbacks import save_weights, StageLogger
 from .recipes import Recipe
+from .readers import _sigint_deferred
 
 # %% auto #0
 __all__ = ['data_fingerprint', 'fit_state', 'ResumeFit', 'RunCheckpoint']
@@ -46,11 +47,13 @@ class ResumeFit(Callback):
         if s['scaler'] and getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(s['scaler'])
 
 class RunCheckpoint(Callback):
-    "After every epoch commit the run in `out`: checkpoint.pth, then the best weights and state.json (a stage's end: its weights)"
+    "After every epoch commit the run in `out`: checkpoint.pth, then the best weights and state.json (a stage's end: its weights); a Ctrl-C during the commit takes effect after it"
     order = 90   # after every callback that ends the epoch: StageLogger, BestKeeper, fastai's ReduceLROnPlateau (its LR cut is part of the epoch)
     def __init__(self, out, state:dict, pos:tuple, lrs:tuple, log:StageLogger, stage_end:str|None=None, final:bool=False):
         self.out, self.state, self.pos, self.lrs, self.log, self.stage_end, self.final = Path(out), state, pos, lrs, log, stage_end, final
     def after_epoch(self):
+        with _sigint_deferred(): self._commit()   # state.json agrees with checkpoint.pth when Ctrl-C stops the run
+    def _commit(self):
         st, m = self.state, self.learn.model
         if isinstance(m, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)): m = m.module
         st['run_epoch'] = self.log.run_epoch

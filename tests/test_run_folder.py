@@ -296,3 +296,31 @@ def test_ctrl_c_inside_the_csv_parse_stays_a_keyboard_interrupt(mini):
                                      capture_output=True, text=True, timeout=120).stdout.strip().splitlines()[-1]
     assert run('ctrl-c') == 'KeyboardInterrupt True'
     assert run('none') == 'read 1354'
+
+COMMIT_CTRL_C = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal (a background job starts with SIGINT ignored)
+import covidxr.resume as R
+from covidxr.core import load_json
+from covidxr.runfolder import load_checkpoint
+from covidxr.learn import train_recipe, get_recipe
+from covidxr.data import read_dataset, make_splits, sample_per_class
+orig = R.save_checkpoint
+def ctrl_c_after(*a, **k):   # the Ctrl-C lands once checkpoint.pth is written, before the weights and state.json
+    orig(*a, **k); os.kill(os.getpid(), signal.SIGINT)
+R.save_checkpoint = ctrl_c_after
+r = get_recipe('cxr_scratch').scaled(size=0.25, max_epochs=2)
+df = sample_per_class(make_splits(read_dataset(sys.argv[1]), valid_pct=r.valid_pct, seed=42), 2)
+try: train_recipe(r, df, sys.argv[2], show=False, device='cpu'); print('not interrupted')
+except KeyboardInterrupt:
+    st, ck = load_json(os.path.join(sys.argv[2], 'state.json')), load_checkpoint(os.path.join(sys.argv[2], 'checkpoint.pth'))
+    print('KeyboardInterrupt', st.get('run_epoch'), ck['state']['run_epoch'])
+"""
+
+def test_ctrl_c_during_the_epoch_commit_waits_for_state_json(mini, tmp_path):
+    """A Ctrl-C that lands between checkpoint.pth and state.json once left state.json an epoch behind, so `covidxr train`
+    said '0 completed epochs are kept' of a run whose checkpoint held one (CI, 2026-11-29; resuming was right, it reads the
+    checkpoint). `RunCheckpoint` defers it to the end of the commit: the run stops with both files at epoch 1"""
+    out = subprocess.run([sys.executable, '-c', COMMIT_CTRL_C, str(mini), str(tmp_path/'run')], env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == 'KeyboardInterrupt 1 1', out.stdout + out.stderr
