@@ -9,7 +9,8 @@ Each variant is `cxr_scratch` with one stage and the fields given, final weights
 `make_splits(valid_pct=0.2, seed=42)`. Prints macro-F1 on `valid` with its patient-bootstrap 95% CI, with and without
 fastai's test-time augmentation, and the training wall time. 5-10 minutes per variant on 2 CPU cores (bf16 ones faster).
 Besides Recipe fields a variant may set `mixup` (fastai's `MixUp(alpha)` callback), `prog` (progressive resizing:
-(size, epochs) stages, one-cycle each) `ema` (an EMA of the weights, decay per step, kept at the end) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
+(size, epochs) stages, one-cycle each) `ema` (an EMA of the weights, decay per step, kept at the end), `srcbal`
+(batches sampled evenly over (source, label) groups) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
 covidxr's recipes, predict and web app have no CLAHE).
 """
 import argparse, dataclasses, time, warnings
@@ -35,6 +36,9 @@ VARIANTS = {
     'crop_192x16':      (192, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop')),
     # an exponential moving average of the weights (and BatchNorm buffers), decay per step, kept as the final weights
     'ema_crop_160x16':  (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', ema=0.99)),
+    # training batches drawn with weights 1/(training images of the row's source and label): every (source, label) group
+    # equally often, so the within-source distinctions (ieee8023 COVID-19 vs pneumonia) weigh as much as the NIH ones
+    'srcbal_crop_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', srcbal=True)),
 }
 
 def _ema_cb(decay):
@@ -72,6 +76,21 @@ def _clahe_patch():
     try: yield
     finally: L.cxr_dls = orig
 
+@contextmanager
+def _source_balance_patch():
+    "Experiment only: inside the block, `train_recipe`'s training batches are sampled (fastai's `WeightedDL`) with weights 1/(training images of the row's (source, label) group)"
+    import covidxr.learn as L
+    from fastai.data.block import DataBlock
+    orig_dls, orig_w = L.cxr_dls, DataBlock.weighted_dataloaders
+    def weighted(self, source, wgts, **k):
+        g = source['source'].astype(str) + '|' + source['label'].astype(str)
+        n = g[source['split'] == 'train'].value_counts()
+        return orig_w(self, source, (1/g.map(n).fillna(1)).to_numpy(), **k)
+    def cxr_dls(*a, **k): return orig_dls(*a, **dict(k, balance='sample'))
+    L.cxr_dls, DataBlock.weighted_dataloaders = cxr_dls, weighted
+    try: yield
+    finally: L.cxr_dls, DataBlock.weighted_dataloaders = orig_dls, orig_w
+
 def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
     from covidxr.learn import get_recipe, train_recipe
     from covidxr.recipes import Stage, Step
@@ -79,6 +98,7 @@ def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
     from covidxr.metrics import make_preds, metrics_with_ci
     size, epochs, lr, kw = VARIANTS[name]
     kw = dict(kw); mixup, prog, clahe, ema = kw.pop('mixup', None), kw.pop('prog', None), kw.pop('clahe', False), kw.pop('ema', None)
+    srcbal = kw.pop('srcbal', False)
     stages = ([Stage(f'{s}px', s, [Step('whole', e, lr)]) for s, e in prog] if prog else
               [Stage('main', size, [Step('whole', epochs, lr)])])
     r = dataclasses.replace(get_recipe('cxr_scratch', seed=seed if train_seed is None else train_seed), stages=stages, evaluate='final', valid_pct=0.2, **kw)
@@ -90,7 +110,7 @@ def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
     df = make_splits(read_dataset(data), valid_pct=r.valid_pct, seed=seed)
     d = df[df.split != 'test'].copy()                        # the test split never enters this script
     t0 = time.time()
-    with _clahe_patch() if clahe else nullcontext():   # the CLAHE transform stays on these DataLoaders (and their test_dl)
+    with _clahe_patch() if clahe else nullcontext(), _source_balance_patch() if srcbal else nullcontext():   # CLAHE stays on these DataLoaders (and their test_dl)
         learn = train_recipe(r, d, out=Path(out)/name, overwrite=True, cache=True, show=False, device='cpu', cbs=cbs)
     secs = time.time() - t0
     v = d[d.split == 'valid'].reset_index(drop=True); classes = list(learn.dls.vocab)
@@ -98,7 +118,7 @@ def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
         m = metrics_with_ci(make_preds(v.label, P.numpy(), classes, patient_id=v.patient_id, source=v.source, path=v.path), classes)
         f = m['overall'].loc['macro_f1']; return f"{f.value:.3f} ({f.lo:.3f}-{f.hi:.3f})"
     with learn.no_bar(): plain, tta = f1(learn.get_preds(dl=learn.dls.test_dl(v))[0]), f1(learn.tta(dl=learn.dls.test_dl(v))[0])
-    return dict(variant=name, train_seed=r.seed, size=size, epochs=epochs, lr=lr, **kw, mixup=mixup, prog=prog, clahe=clahe, ema=ema, n_valid=len(v), train_s=round(secs),
+    return dict(variant=name, train_seed=r.seed, size=size, epochs=epochs, lr=lr, **kw, mixup=mixup, prog=prog, clahe=clahe, ema=ema, srcbal=srcbal, n_valid=len(v), train_s=round(secs),
                 valid_macro_f1=plain, with_tta=tta)
 
 def main(argv=None):
