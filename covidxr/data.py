@@ -13,13 +13,11 @@ from fastcore.parallel import parallel
 from fastcore.basics import store_attr
 from fastai.vision.all import (PILImage, DataBlock, ImageBlock, CategoryBlock, ColReader, IndexSplitter, Resize,
     ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, Brightness, Contrast, AffineCoordTfm, DataLoaders,
-    TensorImage, Transform, affine_mat, setup_aug_tfms, TfmdDL, to_device, Tensor)
-import torch.nn.functional as F
-from functools import partial
-from fastai.vision.augment import compose_tfms, TensorFlowField
+    TensorImage, Transform, affine_mat, setup_aug_tfms, TfmdDL, to_device)
 from torch.utils.data import get_worker_info
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 from .core import pick_device, atomic_write
+from .augment import *
 from .images import *
 from .readers import *
 from .covidx import *
@@ -27,11 +25,10 @@ from .splits import *
 from .readers import _Problems, _check_one
 
 # %% auto #0
-__all__ = ['AUG_PRESETS', 'RESIZE', 'CHANNEL_AGNOSTIC', 'Translate', 'VFlip', 'RandomAffine', 'coarse_grid', 'CoarseGridAffine',
-           'coarse_grid_tfms', 'default_cache_dir', 'ImageCache', 'decode_cache_file', 'check_images', 'check_classes',
-           'check_data', 'DlsInfo', 'CopyPath', 'TensorImageCopy', 'PILCXR', 'PILCXRCopy', 'PILCXRGray',
-           'PILCXRGrayCopy', 'GrayTo3', 'CXRGetter', 'CopyAug', 'WorkerAugDL', 'usable_cores', 'default_workers',
-           'cxr_dls']
+__all__ = ['AUG_PRESETS', 'RESIZE', 'CHANNEL_AGNOSTIC', 'Translate', 'VFlip', 'RandomAffine', 'default_cache_dir', 'ImageCache',
+           'decode_cache_file', 'check_images', 'check_classes', 'check_data', 'DlsInfo', 'CopyPath', 'TensorImageCopy',
+           'PILCXR', 'PILCXRCopy', 'PILCXRGray', 'PILCXRGrayCopy', 'GrayTo3', 'CXRGetter', 'CopyAug', 'WorkerAugDL',
+           'usable_cores', 'default_workers', 'cxr_dls']
 
 # %% ../nbs/01e_data.ipynb #9f985423
 def _translate_mat(x, max_pct=0.1):
@@ -87,69 +84,6 @@ AUG_PRESETS = {
                                   RandomAffine(20, 0.15, (0.8, 1.2), 5, p=0.5),
                                   Brightness(max_lighting=0.3, p=0.5), Contrast(max_lighting=0.3, p=0.5)],
 }
-
-# %% ../nbs/01e_data.ipynb #ee12c64d
-def _lattice(m:int, step:int, align_corners:bool, like:Tensor)->Tensor:
-    "Normalised coordinates of `m` output pixel centres at evenly spaced points at most `step` pixels apart, from the first to the last"
-    k = max(2, -(-(m - 1)//step) + 1)
-    lo = -1. if align_corners else 1/m - 1
-    return torch.linspace(lo, -lo, k, device=like.device, dtype=like.dtype)
-
-def _grid_at(mat, ys, xs, coord_tfm=None):
-    "fastai's sampling grid at the points `ys` x `xs`: the affine `mat` (as `F.affine_grid`), then `coord_tfm`"
-    one = torch.ones(len(ys), len(xs), dtype=mat.dtype, device=mat.device)
-    base = torch.stack(torch.meshgrid(xs, ys, indexing='xy') + (one,), -1)
-    g = TensorFlowField((base.view(1, -1, 3) @ mat.transpose(1, 2)).view(mat.shape[0], len(ys), len(xs), 2))
-    return g if coord_tfm is None else coord_tfm(g)
-
-def coarse_grid(mat:Tensor, # affine matrices (n, 2, 3), as `AffineCoordTfm` prepares them
-                size:tuple, # output (n, c, h, w)
-                coord_tfm=None, # fastai's composed coordinate transforms (the warp), or None
-                align_corners:bool=True, # as `F.affine_grid`/`F.grid_sample`
-                step:int=4, # lattice spacing in output pixels
-                max_err:float=0.1 # largest interpolation error accepted, in output pixels
-               ):
-    "The (lattice, full grid) of fastai's `affine_grid` + `coord_tfm` computed every `step` pixels and interpolated; (None, None) when the error exceeds `max_err`"
-    n, _, h, w = size
-    ys, xs = _lattice(h, step, align_corners, mat), _lattice(w, step, align_corners, mat)
-    g = _grid_at(mat, ys, xs, coord_tfm)
-    est = (g[:, 1:, 1:] + g[:, :-1, 1:] + g[:, 1:, :-1] + g[:, :-1, :-1])/4   # interpolated at the cells' centres ...
-    true = _grid_at(mat, (ys[1:] + ys[:-1])/2, (xs[1:] + xs[:-1])/2, coord_tfm)   # ... and computed there
-    err = ((true - est).abs()*torch.tensor([w/2, h/2], dtype=g.dtype, device=g.device)).max().item()
-    if not err <= max_err: return None, None   # NaN/inf too
-    full = F.interpolate(g.permute(0, 3, 1, 2).contiguous(), size=(h, w), mode='bilinear', align_corners=True)   # contiguous: 3x faster
-    return g, full.permute(0, 2, 3, 1).contiguous()
-
-# %% ../nbs/01e_data.ipynb #9403910c
-class CoarseGridAffine(AffineCoordTfm):
-    "fastai's `AffineCoordTfm` (affine + warp, one interpolation) with its sampling grid computed on a coarse lattice (`coarse_grid`) for images"
-    def __init__(self, *args, step:int=4, max_err:float=0.1, **kwargs):
-        super().__init__(*args, **kwargs); self.step, self.max_err = step, max_err
-    @classmethod
-    def from_tfm(cls, t:AffineCoordTfm, step:int=4, max_err:float=0.1):
-        "The same transform (its matrix and coordinate functions, size, modes, padding) with a coarse grid"
-        return cls(aff_fs=t.aff_fs, coord_fs=t.coord_fs, size=t.size, mode=t.mode, pad_mode=t.pad_mode, mode_mask=t.mode_mask,
-                   align_corners=t.align_corners, p=t.p, step=step, max_err=max_err)
-    def _encode(self, x, mode, reverse=False):
-        if not isinstance(x, TensorImage) or self.step <= 1: return super()._encode(x, mode, reverse)   # masks, points: fastai's
-        cf = None if len(self.coord_fs) == 0 or self.split_idx else partial(compose_tfms, tfms=self.coord_fs, reverse=reverse)
-        sz = self.size
-        size = tuple(x.shape[-2:]) if sz is None else (sz, sz) if isinstance(sz, int) else tuple(sz)
-        lat, coords = coarse_grid(self.mat, x.shape[:2] + size, cf, self.align_corners, self.step, self.max_err)
-        if coords is None: return super()._encode(x, mode, reverse)   # the interpolation would be off: fastai's full grid
-        if mode == 'bilinear':   # fastai's `_grid_sample`: area-shrink first when downsizing by > 2x and zooming in less
-            z = 2/(lat.max() - lat.min()).item()
-            d = min(x.shape[-2]/size[0], x.shape[-1]/size[1])/2
-            if d > 1 and d > z: x = F.interpolate(x, scale_factor=1/d, mode='area', recompute_scale_factor=True)
-        return TensorImage(F.grid_sample(x, coords, mode=mode, padding_mode=self.pad_mode, align_corners=self.align_corners))
-
-def coarse_grid_tfms(tfms:list, # batch transforms (e.g. `aug_transforms()`)
-                     step:int=4 # lattice spacing; 1 leaves `tfms` as they are
-                    )->list:
-    "`tfms` with every affine/warp transform made a `CoarseGridAffine` (others unchanged)"
-    if step <= 1: return list(tfms)
-    return [CoarseGridAffine.from_tfm(t, step) if isinstance(t, AffineCoordTfm) and not isinstance(t, CoarseGridAffine) else t
-            for t in tfms]
 
 # %% ../nbs/01e_data.ipynb #808f22f4
 def default_cache_dir()->Path:
