@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_core.ipynb #77b7309b
 from __future__ import annotations
-import os, socket, threading, platform
+import os, socket, threading, platform, signal
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
 from fastai.torch_core import set_seed
@@ -15,10 +16,10 @@ _all_ = ['atomic_file', 'atomic_write', 'save_json', 'load_json', 'swap_dir', 'R
 
 # %% auto #0
 __all__ = ['seed_everything', 'pick_device', 'lib_versions', 'DatasetNotFoundError', 'project_root', 'data_search_paths',
-           'find_dataset', 'MissingWeightsError', 'weights_source', 'resolve_weights', 'load_state_file', 'atomic_file',
-           'atomic_write', 'save_json', 'load_json', 'swap_dir', 'RunLockedError', 'run_lock', 'RUN_FILES', 'run_files',
-           'clear_run', 'open_run', 'rng_states', 'set_rng_states', 'kept_rng', 'plain', 'save_checkpoint',
-           'load_checkpoint', 'dict_changes', 'data_changes']
+           'find_dataset', 'MissingWeightsError', 'weights_source', 'resolve_weights', 'load_state_file',
+           'sigint_deferred', 'atomic_file', 'atomic_write', 'save_json', 'load_json', 'swap_dir', 'RunLockedError',
+           'run_lock', 'RUN_FILES', 'run_files', 'clear_run', 'open_run', 'rng_states', 'set_rng_states', 'kept_rng',
+           'plain', 'save_checkpoint', 'load_checkpoint', 'dict_changes', 'data_changes']
 
 # %% ../nbs/00_core.ipynb #2ebe3055
 def seed_everything(seed:int=42, # the seed for `random`, NumPy and torch
@@ -179,3 +180,18 @@ def load_state_file(path:str|Path)->dict:
     for k in ('state_dict', 'model', 'model_state_dict'):
         if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict): sd = sd[k]
     return sd
+
+# %% ../nbs/00_core.ipynb #8228a371
+@contextmanager
+def sigint_deferred():
+    "Ctrl-C inside the block takes effect when the block ends (in the main thread; elsewhere signals do not arrive anyway)"
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    got = []
+    old = signal.signal(signal.SIGINT, lambda *a: got.append(a))
+    try: yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got:
+            if callable(old): old(*got[0])   # Python's default handler raises KeyboardInterrupt
+            elif old != signal.SIG_IGN: raise KeyboardInterrupt
+

@@ -4,13 +4,12 @@
 
 # %% ../nbs/01b_readers.ipynb #baa03fa0
 from __future__ import annotations
-import io, os, re, math, logging, warnings, signal, threading
-from contextlib import contextmanager
+import io, os, re, math, logging, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image, UnidentifiedImageError
 from fastcore.parallel import parallel
-from .core import find_dataset
+from .core import find_dataset, sigint_deferred
 from .images import IMG_EXTS, CXRDataError, load_cxr, MAX_PIXELS, _is_dicom, _magic
 
 # %% auto #0
@@ -311,19 +310,6 @@ def _inside(p, root)->bool:
     return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
 
 # %% ../nbs/01b_readers.ipynb #7e49b317
-@contextmanager
-def _sigint_deferred():
-    "Ctrl-C inside the block takes effect when the block ends (in the main thread; elsewhere signals do not arrive anyway)"
-    if threading.current_thread() is not threading.main_thread(): yield; return
-    got = []
-    old = signal.signal(signal.SIGINT, lambda *a: got.append(a))
-    try: yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        if got:
-            if callable(old): old(*got[0])   # Python's default handler raises KeyboardInterrupt
-            elif old != signal.SIG_IGN: raise KeyboardInterrupt
-
 def read_csv_dataset(csv_path:str|Path, # the CSV/metadata file
                      root:str|Path|None=None, # folder the file names are relative to (default: the CSV's folder)
                      path_col:str='filename', # column with the image file name/relative path
@@ -355,7 +341,7 @@ def read_csv_dataset(csv_path:str|Path, # the CSV/metadata file
     # source failed', a wrong 'cannot parse the CSV' (seen in CI, even parsing text already read), so it waits for the parse
     try:
         text = csv_path.read_text(encoding='utf-8-sig')
-        with _sigint_deferred(): raw = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        with sigint_deferred(): raw = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except UnicodeDecodeError as e: raise CXRDataError(f"{csv_path}: not UTF-8 text (byte {e.object[e.start:e.start+1]!r} at offset {e.start}): save it as UTF-8") from None
     except pd.errors.EmptyDataError: raise CXRDataError(f"{csv_path}: empty CSV file (no header line)") from None
     except (pd.errors.ParserError, ValueError) as e: raise CXRDataError(f"{csv_path}: cannot parse the CSV: {' '.join(str(e).split())}") from None

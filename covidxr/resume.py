@@ -11,7 +11,7 @@ from fastai.vision.all import Callback, ReduceLROnPlateau
 from .core import save_json, load_json, rng_states, save_checkpoint, dict_changes, data_changes
 from .callbacks import save_weights, StageLogger
 from .recipes import Recipe
-from .readers import _sigint_deferred
+from .core import sigint_deferred
 
 # %% auto #0
 __all__ = ['data_fingerprint', 'fit_state', 'ResumeFit', 'RunCheckpoint']
@@ -52,7 +52,7 @@ class RunCheckpoint(Callback):
     def __init__(self, out, state:dict, pos:tuple, lrs:tuple, log:StageLogger, stage_end:str|None=None, final:bool=False):
         self.out, self.state, self.pos, self.lrs, self.log, self.stage_end, self.final = Path(out), state, pos, lrs, log, stage_end, final
     def after_epoch(self):
-        with _sigint_deferred(): self._commit()   # state.json agrees with checkpoint.pth when Ctrl-C stops the run
+        with sigint_deferred(): self._commit()   # state.json agrees with checkpoint.pth when Ctrl-C stops the run
     def _commit(self):
         st, m = self.state, self.learn.model
         if isinstance(m, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)): m = m.module
