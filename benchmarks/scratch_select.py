@@ -3,14 +3,19 @@ disjoint `valid` split only (the test split is removed before training). Issue #
 
     .venv/bin/python benchmarks/scratch_select.py NAME [NAME ...]        # variants below, e.g. fp32_160x16 bf16_160x16
     .venv/bin/python benchmarks/scratch_select.py NAME --train-seed 43   # the same split, another training seed
+    .venv/bin/python benchmarks/scratch_select.py NAME --against crop_160x16   # then NAME minus the recipe, paired
+    .venv/bin/python benchmarks/scratch_select.py NAME --rescore         # predictions of NAME's existing run folder
     .venv/bin/python benchmarks/scratch_select.py --list
 
 Each variant is `cxr_scratch` with one stage and the fields given, final weights (`evaluate='final'`); the split is
 `make_splits(valid_pct=0.2, seed=42)`. Prints macro-F1 on `valid` with its patient-bootstrap 95% CI, with and without
-fastai's test-time augmentation, and the training wall time. 5-10 minutes per variant on 2 CPU cores (bf16 ones faster).
+fastai's test-time augmentation (seeded, as covidxr's report does), and the training wall time; the validation
+predictions tables are saved beside the run folders (`OUT/NAME.seedS.valid_preds[_tta].csv`). `--against BASE[:SEED]`
+then prints each variant minus BASE with a paired patient-bootstrap CI (`covidxr.metrics.paired_diff`): the same 217
+images score both, which separates far smaller differences than two overlapping CIs. 5-10 minutes per variant on 2 CPU cores (bf16 ones faster).
 Besides Recipe fields a variant may set `mixup` (fastai's `MixUp(alpha)` callback), `prog` (progressive resizing:
 (size, epochs) stages, one-cycle each) `ema` (an EMA of the weights, decay per step, kept at the end), `srcbal`
-(batches sampled evenly over (source, label) groups) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
+(batches sampled evenly over (source, label) groups), `zinit` (zero-init residual BatchNorm), `arch` (a timm ResNet from scratch) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
 covidxr's recipes, predict and web app have no CLAHE).
 """
 import argparse, dataclasses, time, warnings
@@ -39,7 +44,36 @@ VARIANTS = {
     # training batches drawn with weights 1/(training images of the row's source and label): every (source, label) group
     # equally often, so the within-source distinctions (ieee8023 COVID-19 vs pneumonia) weigh as much as the NIH ones
     'srcbal_crop_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', srcbal=True)),
+    # the residual branches' last BatchNorm starts at zero (each block starts as the identity; Goyal et al. 2017, fastai's
+    # xresnet and timm's ResNets do this; torchvision's resnet18 does not unless `zero_init_residual=True`)
+    'zinit_crop_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', zinit=True)),
+    # timm's resnet18d: ResNet-D (3-conv deep stem, average-pool shortcut downsampling; "Bag of tricks", He et al. 2019),
+    # zero-init last BatchNorm, the same widths as resnet18
+    'r18d_crop_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', arch='resnet18d')),
 }
+
+def _register_timm(name):
+    "Experiment only: a timm ResNet from scratch in covidxr's registry (no ImageNet weights are asked for)"
+    from covidxr.models import ARCHS, ArchSpec
+    from fastai.vision.all import L, params
+    def split(m): b = m[0].model; return L(nn_seq(b.conv1, b.bn1, b.layer1, b.layer2), nn_seq(b.layer3, b.layer4), m[1:]).map(params)
+    from torch.nn import Sequential as nn_seq
+    ARCHS.setdefault(name, ArchSpec(name, 'timm', name, 224, split))
+
+def _zero_init_cb():
+    "Experiment only: before the first epoch, each torchvision BasicBlock/Bottleneck's last BatchNorm gets weight 0"
+    import torch
+    from fastai.callback.core import Callback
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+    class ZeroInit(Callback):
+        def before_fit(self):
+            if getattr(self, 'done', False): return
+            with torch.no_grad():
+                for m in self.model.modules():
+                    if isinstance(m, BasicBlock): m.bn2.weight.zero_()
+                    elif isinstance(m, Bottleneck): m.bn3.weight.zero_()
+            self.done = True
+    return ZeroInit()
 
 def _ema_cb(decay):
     """Experiment: keep an EMA of the weights and BatchNorm buffers over the training steps; at the last epoch's end, before
@@ -94,11 +128,10 @@ def _source_balance_patch():
 def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
     from covidxr.learn import get_recipe, train_recipe
     from covidxr.recipes import Stage, Step
-    from covidxr.data import read_dataset, make_splits
-    from covidxr.metrics import make_preds, metrics_with_ci
     size, epochs, lr, kw = VARIANTS[name]
     kw = dict(kw); mixup, prog, clahe, ema = kw.pop('mixup', None), kw.pop('prog', None), kw.pop('clahe', False), kw.pop('ema', None)
-    srcbal = kw.pop('srcbal', False)
+    srcbal, zinit = kw.pop('srcbal', False), kw.pop('zinit', False)
+    if kw.get('arch', '').startswith('resnet18d'): _register_timm(kw['arch'])
     stages = ([Stage(f'{s}px', s, [Step('whole', e, lr)]) for s, e in prog] if prog else
               [Stage('main', size, [Step('whole', epochs, lr)])])
     r = dataclasses.replace(get_recipe('cxr_scratch', seed=seed if train_seed is None else train_seed), stages=stages, evaluate='final', valid_pct=0.2, **kw)
@@ -107,19 +140,65 @@ def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
         from fastai.callback.mixup import MixUp
         cbs.append(MixUp(mixup))
     if ema: cbs.append(_ema_cb(ema))
-    df = make_splits(read_dataset(data), valid_pct=r.valid_pct, seed=seed)
-    d = df[df.split != 'test'].copy()                        # the test split never enters this script
+    if zinit: cbs.append(_zero_init_cb())
+    d = _split(data, seed)
     t0 = time.time()
     with _clahe_patch() if clahe else nullcontext(), _source_balance_patch() if srcbal else nullcontext():   # CLAHE stays on these DataLoaders (and their test_dl)
         learn = train_recipe(r, d, out=Path(out)/name, overwrite=True, cache=True, show=False, device='cpu', cbs=cbs)
     secs = time.time() - t0
-    v = d[d.split == 'valid'].reset_index(drop=True); classes = list(learn.dls.vocab)
-    def f1(P):
-        m = metrics_with_ci(make_preds(v.label, P.numpy(), classes, patient_id=v.patient_id, source=v.source, path=v.path), classes)
-        f = m['overall'].loc['macro_f1']; return f"{f.value:.3f} ({f.lo:.3f}-{f.hi:.3f})"
-    with learn.no_bar(): plain, tta = f1(learn.get_preds(dl=learn.dls.test_dl(v))[0]), f1(learn.tta(dl=learn.dls.test_dl(v))[0])
-    return dict(variant=name, train_seed=r.seed, size=size, epochs=epochs, lr=lr, **kw, mixup=mixup, prog=prog, clahe=clahe, ema=ema, srcbal=srcbal, n_valid=len(v), train_s=round(secs),
-                valid_macro_f1=plain, with_tta=tta)
+    plain, tta = _valid_preds(learn, d, Path(out), name, r.seed)
+    return dict(variant=name, train_seed=r.seed, size=size, epochs=epochs, lr=lr, **kw, mixup=mixup, prog=prog, clahe=clahe, ema=ema, srcbal=srcbal, zinit=zinit, n_valid=len(plain), train_s=round(secs),
+                valid_macro_f1=_f1(plain), with_tta=_f1(tta))
+
+def _split(data='cxr-mini', seed=42):
+    from covidxr.data import read_dataset, make_splits
+    df = make_splits(read_dataset(data), valid_pct=0.2, seed=seed)
+    return df[df.split != 'test'].copy()                     # the test split never enters this script
+
+def _preds_files(out:Path, name, train_seed):
+    return [out/f'{name}.seed{train_seed}.valid_preds{s}.csv' for s in ('', '_tta')]
+
+def _valid_preds(learn, d, out:Path, name, train_seed):
+    "The validation split's predictions tables, single-pass and with fastai's TTA (seeded, as the report does), saved beside the run folders"
+    from covidxr.report import get_preds_df
+    v = d[d.split == 'valid'].reset_index(drop=True)
+    with learn.no_bar(): res = get_preds_df(learn, v), get_preds_df(learn, v, tta=True)
+    for t, f in zip(res, _preds_files(out, name, train_seed)): t.to_csv(f, index=False)
+    return res
+
+def _f1(P):
+    from covidxr.metrics import metrics_with_ci
+    f = metrics_with_ci(P)['overall'].loc['macro_f1']; return f"{f.value:.3f} ({f.lo:.3f}-{f.hi:.3f})"
+
+def rescore(name, data='cxr-mini', out='models/select', seed=42):
+    "Predictions of a variant's existing run folder (trained earlier by this script), for `--against` comparisons"
+    from covidxr.inference import run_learner
+    from covidxr.core import load_json
+    run = Path(out)/name
+    if not (run/'config.json').exists(): raise SystemExit(f"no run folder {str(run)!r}: train the variant first")
+    ts = load_json(run/'config.json')['recipe']['seed']
+    if VARIANTS[name][3].get('arch', '').startswith('resnet18d'): _register_timm(VARIANTS[name][3]['arch'])
+    d = _split(data, seed)
+    plain, tta = _valid_preds(run_learner(run, d[d.split == 'valid'], aug='card', device='cpu'), d, Path(out), name, ts)
+    return dict(variant=name, train_seed=ts, n_valid=len(plain), valid_macro_f1=_f1(plain), with_tta=_f1(tta))
+
+def against(names, base, out='models/select'):
+    "Each variant minus `base` on the same validation images (paired patient bootstrap), single-pass and with TTA; and TTA minus single-pass for each"
+    import pandas as pd
+    from covidxr.metrics import paired_diff
+    rows = []
+    def add(variant, base_name, kind, a, b):
+        t = paired_diff(pd.read_csv(a), pd.read_csv(b), metrics=('accuracy', 'macro_f1', 'macro_auc'))
+        rows.extend(dict(variant=variant, base=base_name, scoring=kind, metric=m, base_value=round(x['a'], 3), value=round(x['b'], 3),
+                         diff=f"{x['diff']:+.3f} ({x['lo']:+.3f} to {x['hi']:+.3f})", verdict=x['verdict']) for m, x in t.iterrows())
+    for n, ts in names:
+        fb, fv = _preds_files(Path(out), base[0], base[1]), _preds_files(Path(out), n, ts)
+        miss = [str(f) for f in (*fb, *fv) if not f.exists()]
+        if miss: raise SystemExit(f"missing predictions {miss}: train the variants (or --rescore their run folders) first")
+        for kind, a, b in zip(('single', 'tta'), fb, fv):
+            if (n, ts) != tuple(base): add(f'{n} (seed {ts})', f'{base[0]} (seed {base[1]})', kind, a, b)
+        add(f'{n} (seed {ts})', 'itself single-pass', 'tta', *fv)   # what TTA changes, the same model
+    return pd.DataFrame(rows)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -127,6 +206,8 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=42, help='seed of the split (and of training unless --train-seed)')
     p.add_argument('--train-seed', type=int, default=None, help='another training seed on the same split: the noise of one variant')
     p.add_argument('--out', default='models/select')
+    p.add_argument('--rescore', action='store_true', help="predict with the variants' existing run folders instead of training")
+    p.add_argument('--against', default=None, metavar='NAME[:SEED]', help='then print each variant minus this one (paired bootstrap on the same validation images)')
     a = p.parse_args(argv)
     if a.list or not a.names:
         for k, v in VARIANTS.items(): print(k, v)
@@ -135,7 +216,11 @@ def main(argv=None):
     if bad: p.error(f"unknown variant(s) {bad}; known: {list(VARIANTS)}")
     warnings.filterwarnings('ignore')
     import pandas as pd
-    rows = [score(n, out=a.out, seed=a.seed, train_seed=a.train_seed) for n in a.names]
+    pd.set_option('display.width', 250)
+    rows = [rescore(n, out=a.out, seed=a.seed) if a.rescore else score(n, out=a.out, seed=a.seed, train_seed=a.train_seed) for n in a.names]
     print(pd.DataFrame(rows).to_string(index=False))
+    if a.against:
+        bn, _, bs = a.against.partition(':')
+        print(against([(r['variant'], r['train_seed']) for r in rows], (bn, int(bs) if bs else a.seed), out=a.out).to_string(index=False))
 
 if __name__ == '__main__': main()

@@ -19,10 +19,12 @@ macro-F1 with a patient-bootstrap 95% CI). Issue #11.
 - `--budget B` below 600 s scales both rows' epochs by B/600 (rounded up), so both still get the same budget; the
   table prints the wall time each row really took (training + test prediction), and the per-source table of the
   covidxr row (cxr-mini is source-confounded: see its README).
+- Then covidxr minus plain fastai on the same test images with a paired patient-bootstrap 95% CI
+  (`covidxr.metrics.paired_diff`): the direct answer to "is it better here?"; `--preds DIR` keeps both predictions tables.
 """
-import argparse, os, platform, sys, time, warnings, math
+import argparse, os, time, warnings, math
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 
 REF_BUDGET = 600          # seconds: the demo's budget, at which the epochs below are given
 FASTAI_EPOCHS, FASTAI_SIZE, FASTAI_LR = 16, 160, 2e-3   # issue #11: the plain script at the demo's budget
@@ -30,13 +32,6 @@ FASTAI_EPOCHS, FASTAI_SIZE, FASTAI_LR = 16, 160, 2e-3   # issue #11: the plain s
 def machine()->str:
     from covidxr.reproduce import hardware
     return f"{hardware()}, torch {torch.get_num_threads()} threads"
-
-def md_table(t:pd.DataFrame)->str:
-    "A Markdown table (no tabulate dependency), for the README"
-    cols = [t.index.name or ''] + list(t.columns)
-    lines = ['| ' + ' | '.join(map(str, cols)) + ' |', '|' + '|'.join(['---']*len(cols)) + '|']
-    lines += ['| ' + ' | '.join(map(str, [i, *r])) + ' |' for i, r in zip(t.index, t.itertuples(index=False))]
-    return '\n'.join(lines)
 
 def ci_row(name, epochs, size, seconds, preds, classes):
     from covidxr.metrics import metrics_with_ci
@@ -91,10 +86,12 @@ def main(argv=None):
     p.add_argument('--out', default='models/bench_scratch', help='run folder of the covidxr row')
     p.add_argument('--quick', action='store_true', help='smoke run: 12 images per split and class, tiny sizes, 1 epoch')
     p.add_argument('--csv', default=None, help='also write the table here')
+    p.add_argument('--preds', default=None, help='write both test predictions tables here (plain_fastai.csv, covidxr.csv)')
     a = p.parse_args(argv)
     warnings.filterwarnings('ignore')
     from covidxr.data import read_dataset, make_splits, sample_per_class, ImageCache
-    from covidxr.metrics import per_source_metrics
+    from covidxr.metrics import per_source_metrics, paired_diff
+    from covidxr.render import md_table
     from covidxr.learn import get_recipe
     df = make_splits(read_dataset(a.data), valid_pct=get_recipe('cxr_scratch').valid_pct, seed=a.seed)   # the demo's split
     if a.quick: df = sample_per_class(df, 12, seed=a.seed)
@@ -119,6 +116,13 @@ def main(argv=None):
     base, ours = t.iloc[0], t.iloc[1]
     print(f"\ncovidxr macro-F1 CI lower bound {ours.f1_lo:.3f} vs plain fastai macro-F1 {base.f1:.3f}: "
           + ('above' if ours.f1_lo > base.f1 else 'NOT above'))
+    pd_ = paired_diff(pf, pr, cf)
+    print(f"\ncovidxr minus plain fastai on the same {pd_.attrs['n_images']} test images (paired patient bootstrap, n=1000, 95% CI):")
+    pd_['verdict'] = pd_.verdict.replace({'B higher': 'covidxr higher', 'A higher': 'plain fastai higher'})
+    print(pd_.rename(columns=dict(a='plain fastai', b='covidxr')).round(3).to_string())
+    if a.preds:
+        Path(a.preds).mkdir(parents=True, exist_ok=True)
+        pf.to_csv(Path(a.preds)/'plain_fastai.csv', index=False); pr.to_csv(Path(a.preds)/'covidxr.csv', index=False)
     for name, (pp, cc) in {f'covidxr {r.name}': (pr, cr), 'plain fastai': (pf, cf)}.items():
         ps = per_source_metrics(pp, cc)
         ps = ps[[c for c in ('source', 'class', 'n_images', 'support', 'accuracy', 'accuracy_lo', 'accuracy_hi',

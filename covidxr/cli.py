@@ -259,7 +259,7 @@ def compare(*runs:str, # run folders written by `covidxr train` (with report/) o
             names:str=None, # model names, comma separated (default: each run's architecture)
             debug:bool=False # show the full traceback on errors
            ):
-    "One table across runs, like seed 002's Tables 4/5: model x accuracy/precision/sensitivity with 95% CIs"
+    "One table across runs, like seed 002's Tables 4/5: model x accuracy/precision/sensitivity with 95% CIs; on shared test images also each run minus the first (paired CIs)"
     from covidxr.report import compare_runs
     if not runs: raise CliError("No runs given: pass run folders written by `covidxr train` (each holds report/metrics.json).")
     for r in runs:
@@ -272,7 +272,7 @@ def compare(*runs:str, # run folders written by `covidxr train` (with report/) o
     o = check_out_dir(out)
     t = compare_runs(list(runs), out=o, by=tuple(b for b in by.split(',') if b), names=nm)
     print((o/'compare.md').read_text())
-    print(f"Table: {o/'compare.md'} (and {o/'compare.csv'})")
+    print(f"Table: {o/'compare.md'} (and {o/'compare.csv'}" + (f", {o/'paired.csv'})" if t.attrs['paired'] is not None else ')'))
     return t
 
 # %% ../nbs/08_cli.ipynb #8b1323f9

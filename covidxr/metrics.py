@@ -12,10 +12,10 @@ from .calibration import ECE_BINS, reliability_table, ece, brier, apply_temperat
 _all_ = ['ECE_BINS', 'reliability_table', 'ece', 'brier', 'apply_temperature', 'fit_temperature']   # re-exported from `covidxr.calibration`
 
 # %% auto #0
-__all__ = ['WILSON', 'BOOT_CLASS', 'BOOT_OVERALL', 'prob_cols', 'infer_classes', 'check_preds', 'preds_arrays', 'make_preds',
-           'confusion', 'wilson_ci', 'per_class_metrics', 'overall_metrics', 'bootstrap_ci', 'fast_stats',
-           'metrics_with_ci', 'per_source_metrics', 'source_confounding', 'ECE_BINS', 'reliability_table', 'ece',
-           'brier', 'apply_temperature', 'fit_temperature']
+__all__ = ['WILSON', 'BOOT_CLASS', 'BOOT_OVERALL', 'PAIRED_METRICS', 'prob_cols', 'infer_classes', 'check_preds', 'preds_arrays',
+           'make_preds', 'confusion', 'wilson_ci', 'per_class_metrics', 'overall_metrics', 'bootstrap_ci', 'fast_stats',
+           'metrics_with_ci', 'paired_diff', 'per_source_metrics', 'source_confounding', 'ECE_BINS',
+           'reliability_table', 'ece', 'brier', 'apply_temperature', 'fit_temperature']
 
 # %% ../nbs/04_metrics.ipynb #a853da1d
 def prob_cols(classes:list # class names in vocab order
@@ -306,6 +306,62 @@ def metrics_with_ci(preds:pd.DataFrame, # predictions table
     return dict(classes=classes, per_class=pc, overall=pd.DataFrame(orows).set_index('metric'),
                 n_images=ov['n_images'], n_patients=ov['n_patients'], n_boot=n_boot, seed=seed, alpha=alpha,
                 ci_unit=unit, notes=notes)
+
+# %% ../nbs/04_metrics.ipynb #0c2d6977
+PAIRED_METRICS = ('accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc')
+
+def _paired_stat(k, metrics, n_bins):
+    def stat(y, ya, Pa, yb, Pb):
+        a, b = fast_stats(y, ya, Pa, k, n_bins), fast_stats(y, yb, Pb, k, n_bins)
+        a['accuracy'], b['accuracy'] = float((y == ya).mean()), float((y == yb).mean())
+        return {m: b[m] - a[m] for m in metrics}
+    return stat
+
+def _aligned(preds_a, preds_b):
+    "Both tables indexed by image path, B in A's order; a clear error if they do not hold the same labelled images"
+    out = []
+    for n, p in (('A', preds_a), ('B', preds_b)):
+        if 'path' not in p.columns: raise ValueError(f"predictions table {n} has no `path` column: its images cannot be matched")
+        k = p['path'].astype(str)
+        if k.duplicated().any(): raise ValueError(f"predictions table {n}: image {k[k.duplicated()].iloc[0]!r} appears more than once")
+        out.append(p.set_index(k.rename('_path')))
+    a, b = out
+    only_a, only_b = a.index.difference(b.index), b.index.difference(a.index)
+    if len(only_a) or len(only_b):
+        ex = lambda ix, n: f"{len(ix)} only in {n}" + (f" (e.g. {ix[0]!r})" if len(ix) else '')
+        raise ValueError(f"the two tables must score the same images: {ex(only_a, 'A')}, {ex(only_b, 'B')}")
+    b = b.loc[a.index]
+    bad = a['label'].astype(str) != b['label'].astype(str)
+    if bad.any():
+        i = bad.idxmax(); raise ValueError(f"image {i!r} is labelled {a.label[i]!r} in A but {b.label[i]!r} in B")
+    return a, b
+
+def paired_diff(preds_a:pd.DataFrame, # predictions table of model A (the baseline)
+                preds_b:pd.DataFrame, # predictions table of model B on the same images (matched by `path`, any order)
+                classes:list|None=None, # class names (vocab order)
+                metrics:tuple=PAIRED_METRICS, # any of 'accuracy' and `BOOT_OVERALL`
+                n_boot:int=1000, # bootstrap replicates
+                seed:int=42, # bootstrap seed
+                alpha:float=0.05, # 1 - confidence level
+                n_bins:int=ECE_BINS, # ECE bins
+                group_col:str='patient_id' # resample this column's groups (A's); images when absent
+               )->pd.DataFrame:
+    "B − A per metric on the same images, with a paired patient-level bootstrap CI (each replicate scores both models on one draw of patients)"
+    unknown = [m for m in metrics if m not in ('accuracy', *BOOT_OVERALL)]
+    if unknown: raise ValueError(f"unknown metric(s) {unknown}: choose from {('accuracy', *BOOT_OVERALL)}")
+    classes = check_preds(preds_a, classes); check_preds(preds_b, classes)
+    a, b = _aligned(preds_a, preds_b)
+    y, ya, Pa = preds_arrays(a, classes); _, yb, Pb = preds_arrays(b, classes)
+    groups = a[group_col].to_numpy() if group_col in a.columns else None
+    bt = bootstrap_ci(_paired_stat(len(classes), metrics, n_bins), y, ya, Pa, yb, Pb, groups=groups, strata=y,
+                      n_boot=n_boot, seed=seed, alpha=alpha)
+    def score(yh, P): s = fast_stats(y, yh, P, len(classes), n_bins); s['accuracy'] = float((y == yh).mean()); return s
+    sa, sb = score(ya, Pa), score(yb, Pb)
+    out = pd.DataFrame(dict(a=[sa[m] for m in metrics], b=[sb[m] for m in metrics], diff=bt.estimate.to_numpy(),
+                            lo=bt.lo.to_numpy(), hi=bt.hi.to_numpy()), index=pd.Index(metrics, name='metric'))
+    out['verdict'] = np.where(out.lo > 0, 'B higher', np.where(out.hi < 0, 'A higher', 'no clear difference'))
+    out.attrs.update(n_images=len(a), n_boot=n_boot, seed=seed, alpha=alpha, ci_unit='patients' if groups is not None else 'images')
+    return out
 
 # %% ../nbs/04_metrics.ipynb #d7101ae6
 def per_source_metrics(preds:pd.DataFrame, # predictions table

@@ -20,7 +20,7 @@ _all_ = ['md_table', 'render_md', 'render_html']   # re-exported from `covidxr.r
 
 # %% auto #0
 __all__ = ['last_linear', 'get_preds_df', 'get_features', 'source_probe', 'main_table', 'overall_table', 'report_from_preds',
-           'evaluate', 'evaluate_run', 'compare_runs', 'md_table', 'render_md', 'render_html']
+           'evaluate', 'evaluate_run', 'paired_to_first', 'compare_runs', 'md_table', 'render_md', 'render_html']
 
 # %% ../nbs/05_report.ipynb #cc1fa094
 def last_linear(model:torch.nn.Module)->torch.nn.Module:
@@ -339,13 +339,49 @@ def _unique_models(long:pd.DataFrame)->list:
     m[dup] = [f'{a} #{i + 1}' for i, a in enumerate(m[dup])]
     return m.tolist()
 
+# %% ../nbs/05_report.ipynb #426e28a6
+def _report_dir(d)->Path:
+    p = Path(d); return p if (p/'metrics.json').exists() else p/'report'
+
+def paired_to_first(run_dirs:list, # report folders, or run folders with a `report/` subfolder; the first is the baseline
+                    names:list|None=None, # one label per run (default: the folder names)
+                    metrics:tuple=PAIRED_METRICS, # see `covidxr.metrics.paired_diff`
+                    n_boot:int=1000, # bootstrap replicates
+                    seed:int=42 # bootstrap seed
+                   )->pd.DataFrame:
+    "Every run minus the first, on the same test images: `paired_diff` of their `preds.csv`, one row per (model, metric)"
+    names = list(names) if names is not None else [_run_name(d) for d in run_dirs]
+    def preds(d):
+        f = _report_dir(d)/'preds.csv'
+        if not f.exists(): raise FileNotFoundError(f"no predictions table {str(f)!r}: the paired comparison needs each report's preds.csv")
+        return pd.read_csv(f, dtype={'path': str, 'label': str, 'patient_id': str, 'source': str, 'pred': str}, keep_default_na=False)
+    base, rows = preds(run_dirs[0]), []
+    for d, n in zip(run_dirs[1:], names[1:]):
+        try: t = paired_diff(base, preds(d), metrics=metrics, n_boot=n_boot, seed=seed)
+        except ValueError as e: raise ValueError(f"{_run_name(d)} vs {_run_name(run_dirs[0])}: {e}") from None
+        t['verdict'] = t.verdict.replace({'B higher': 'higher than the baseline', 'A higher': 'lower than the baseline'})
+        rows.append(t.reset_index().assign(model=n, baseline=names[0], n_images=t.attrs['n_images']))
+    return pd.concat(rows, ignore_index=True)[['model', 'baseline', 'metric', 'a', 'b', 'diff', 'lo', 'hi', 'verdict', 'n_images']]
+
+def _paired_md(pt, why)->str:
+    if pt is None: return f"\nNo paired comparison: {why}.\n"
+    t = pt.assign(**{c: pt[c].map(lambda v: f"{v:.3f}") for c in ('a', 'b')},
+                  diff=[f"{d:+.3f} ({lo:+.3f} to {hi:+.3f})" for d, lo, hi in zip(pt['diff'], pt.lo, pt.hi)])
+    t = t.rename(columns=dict(a='baseline value', b='value', diff='difference (95% CI)'))
+    return (f"\n### Each run minus {pt.baseline.iloc[0]}, on the same {pt.n_images.iloc[0]} images\n\n"
+            + md_table(t[['model', 'metric', 'baseline value', 'value', 'difference (95% CI)', 'verdict']].set_index('model'))
+            + "\n\nPaired patient-level bootstrap: each replicate scores both runs on one draw of patients, so the CI is "
+              "that of the difference; 'no clear difference' when it contains 0.\n")
+
 # %% ../nbs/05_report.ipynb #c90c91c6
 def compare_runs(run_dirs:list, # report folders, or run folders with a `report/` subfolder
                  out:str|Path|None=None, # write compare.csv and compare.md here
                  by:tuple=('aug', 'pretrained'), # settings that become column groups (from meta / card / config)
-                 names:list|None=None # model names (default: meta/card `arch`, else the folder name)
+                 names:list|None=None, # model names (default: meta/card `arch`, else the folder name)
+                 paired:bool=True, # also each run minus the first on the same test images (`paired_to_first`), when they share them
+                 n_boot:int=1000 # bootstrap replicates of the paired comparison
                 )->pd.DataFrame:
-    "Seed-002-style table: rows = model, columns = (setting, accuracy/precision/sensitivity in %)"
+    "Seed-002-style table: rows = model, columns = (setting, accuracy/precision/sensitivity in %); `attrs['paired']`: differences to the first run"
     rows = []
     for i, d in enumerate(run_dirs):
         m, extra = _run_info(d)
@@ -366,6 +402,10 @@ def compare_runs(run_dirs:list, # report folders, or run folders with a `report/
     keys = [k for k in by if long[k].nunique() > 1]
     long['setting'] = long[keys].apply(lambda r: ', '.join(f'{k}={v}' for k, v in r.items()), axis=1) if keys else 'all'
     long['model'] = _unique_models(long)
+    pt, why = None, 'only one run' if len(run_dirs) < 2 else 'not asked for (paired=False)'
+    if paired and len(run_dirs) > 1:
+        try: pt = paired_to_first(run_dirs, [f"{m} [{s}]" if len(keys) else m for m, s in zip(long.model, long.setting)], n_boot=n_boot)
+        except (FileNotFoundError, ValueError) as e: why = str(e)
     wide = long.pivot_table(index='model', columns='setting', values=['accuracy', 'precision', 'sensitivity'], aggfunc='first', sort=False)
     wide = wide.swaplevel(0, 1, axis=1).sort_index(axis=1, level=0, sort_remaining=False).round(2)
     wide = wide.reindex(columns=[(s, m) for s in long['setting'].unique() for m in ('accuracy', 'precision', 'sensitivity')])
@@ -380,6 +420,7 @@ def compare_runs(run_dirs:list, # report folders, or run folders with a `report/
         atomic_write(out/'compare.md', md_table(flat) + f"\n\nIn %, with 95% CIs in brackets (accuracy: Wilson; precision = "
                      f"macro average of per-class PPV and sensitivity = balanced accuracy, the macro average of per-class "
                      f"sensitivity: patient-level bootstrap). "
-                     f"Test images per run: {', '.join(str(n) for n in long.n_images)}.\n")
-    wide.attrs['long'] = long
+                     f"Test images per run: {', '.join(str(n) for n in long.n_images)}.\n" + _paired_md(pt, why))
+        if pt is not None: atomic_write(out/'paired.csv', pt.to_csv(index=False))
+    wide.attrs['long'], wide.attrs['paired'], wide.attrs['paired_why'] = long, pt, why
     return wide

@@ -187,6 +187,19 @@ def test_compare_runs_table(run, mini, tmp_path):
     m = json.loads((run/'report'/'metrics.json').read_text())['overall']['accuracy']
     assert np.isclose(c.accuracy[0], 100*m['value']) and np.isclose(c.accuracy_lo[0], 100*m['lo'])
     assert 'test-split' in out and '95% CI' in (tmp_path/'cmp'/'compare.md').read_text()
+    # different images: no paired comparison, and the table says why
+    assert 'No paired comparison: on-train vs ' in out and 'only in A' in out and not (tmp_path/'cmp'/'paired.csv').exists()
+    # the same test images scored single-pass and with test-time augmentation: each metric's difference with a paired CI
+    for f in ('--no-tta', '--tta'):
+        code, _, err = call('evaluate', '--model', run, '--data', mini, f, '--out', tmp_path/f[2:])
+        assert code == 0, err
+    code, out, err = cli('compare', tmp_path/'no-tta', tmp_path/'tta', '--names', 'single,tta', '--out', tmp_path/'cmp2')
+    assert code == 0, err
+    pt = pd.read_csv(tmp_path/'cmp2'/'paired.csv')
+    assert list(pt.metric) == ['accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc'] and set(pt.model) == {'tta'}
+    acc = lambda f: json.loads((f/'metrics.json').read_text())['overall']['accuracy']['value']
+    assert np.isclose(pt['diff'][0], acc(tmp_path/'tta') - acc(tmp_path/'no-tta'))
+    assert 'Each run minus single, on the same' in out and 'paired.csv' in out
     code, _, err = call('compare', run, tmp_path/'nothing')
     one_line_error(code, err, 'nothing', 'metrics.json')
     code, _, err = call('compare', run, '--names', 'a,b')
