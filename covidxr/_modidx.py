@@ -281,6 +281,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'covidxr.metrics.preds_arrays': ('metrics.html#preds_arrays', 'covidxr/metrics.py'),
                                  'covidxr.metrics.prob_cols': ('metrics.html#prob_cols', 'covidxr/metrics.py'),
                                  'covidxr.metrics.source_confounding': ('metrics.html#source_confounding', 'covidxr/metrics.py'),
+                                 'covidxr.metrics.source_prior_preds': ('metrics.html#source_prior_preds', 'covidxr/metrics.py'),
                                  'covidxr.metrics.wilson_ci': ('metrics.html#wilson_ci', 'covidxr/metrics.py')},
             'covidxr.models': { 'covidxr.models.ArchSpec': ('models.html#archspec', 'covidxr/models.py'),
                                 'covidxr.models._base_model': ('models.html#_base_model', 'covidxr/models.py'),

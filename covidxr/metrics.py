@@ -14,8 +14,8 @@ _all_ = ['ECE_BINS', 'reliability_table', 'ece', 'brier', 'apply_temperature', '
 # %% auto #0
 __all__ = ['WILSON', 'BOOT_CLASS', 'BOOT_OVERALL', 'PAIRED_METRICS', 'prob_cols', 'infer_classes', 'check_preds', 'preds_arrays',
            'make_preds', 'confusion', 'wilson_ci', 'per_class_metrics', 'overall_metrics', 'bootstrap_ci', 'fast_stats',
-           'metrics_with_ci', 'paired_diff', 'per_source_metrics', 'source_confounding', 'ECE_BINS',
-           'reliability_table', 'ece', 'brier', 'apply_temperature', 'fit_temperature']
+           'metrics_with_ci', 'paired_diff', 'per_source_metrics', 'source_confounding', 'source_prior_preds',
+           'ECE_BINS', 'reliability_table', 'ece', 'brier', 'apply_temperature', 'fit_temperature']
 
 # %% ../nbs/04_metrics.ipynb #a853da1d
 def prob_cols(classes:list # class names in vocab order
@@ -411,3 +411,20 @@ def source_confounding(df:pd.DataFrame, # any table with `label` and `source` co
     warn = bool(single) or (np.isfinite(v) and v > 0.3) or base > chance + 0.15
     return dict(table=tab, single_source=single, absent=absent, cramers_v=v, source_only_bacc=base, chance=chance,
                 warn=warn)
+
+# %% ../nbs/04_metrics.ipynb #a3a93c2c
+def source_prior_preds(train:pd.DataFrame, # training rows (`label`, `source`)
+                       test:pd.DataFrame, # rows to predict (`path`, `label`, `patient_id`, `source`)
+                       classes:list|None=None # class names (default: the sorted training labels)
+                      )->pd.DataFrame:
+    "Predictions table of the hospital-only baseline: every test image gets its source's training label frequencies"
+    miss = [c for c in ('label', 'source') if c not in train.columns] + [c for c in ('path', 'label', 'source') if c not in test.columns]
+    if miss: raise ValueError(f"source_prior_preds needs `label` and `source` columns (and `path` in test): missing {miss}")
+    if not len(train): raise ValueError("source_prior_preds: no training rows")
+    classes = list(classes) if classes is not None else sorted(train['label'].astype(str).unique())
+    freq = pd.crosstab(train['source'].astype(str), train['label'].astype(str), normalize='index').reindex(columns=classes, fill_value=0.)
+    overall = train['label'].astype(str).value_counts(normalize=True).reindex(classes, fill_value=0.)
+    P = freq.reindex(test['source'].astype(str)).to_numpy(dtype=float, copy=True)
+    unseen = np.isnan(P).any(1); P[unseen] = overall.to_numpy()
+    return make_preds(test['label'], P, classes, patient_id=test['patient_id'] if 'patient_id' in test else None,
+                      source=test['source'], path=test['path'])
