@@ -386,6 +386,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'covidxr.report._run_info': ('report.html#_run_info', 'covidxr/report.py'),
                                 'covidxr.report._run_name': ('report.html#_run_name', 'covidxr/report.py'),
                                 'covidxr.report._unique_models': ('report.html#_unique_models', 'covidxr/report.py'),
+                                'covidxr.report._vs_source_prior': ('report.html#_vs_source_prior', 'covidxr/report.py'),
                                 'covidxr.report._write_report': ('report.html#_write_report', 'covidxr/report.py'),
                                 'covidxr.report.compare_runs': ('report.html#compare_runs', 'covidxr/report.py'),
                                 'covidxr.report.evaluate': ('report.html#evaluate', 'covidxr/report.py'),

@@ -162,13 +162,14 @@ def report_from_preds(preds:pd.DataFrame, # test predictions table
                       n_boot:int=1000, # bootstrap replicates
                       seed:int=42, # bootstrap seed
                       title:str='covidxr evaluation report', # report title
-                      meta:dict|None=None # run description saved in metrics.json (arch, aug, pretrained, ...)
+                      meta:dict|None=None, # run description saved in metrics.json (arch, aug, pretrained, ...)
+                      train_df:pd.DataFrame|None=None # training rows (`label`, `source`): the model is compared, paired, with the hospital-only baseline they give (`source_prior_preds`)
                      )->dict:
     "Write the report folder from predictions tables (built aside, swapped in whole); returns the metrics dict saved as metrics.json"
     classes = check_preds(preds, classes)
     final = Path(out); _check_report_dir(final)
     with swap_dir(final) as out:
-        return _write_report(out, preds, classes, history, external, probe, valid_preds, n_boot, seed, title, meta)
+        return _write_report(out, preds, classes, history, external, probe, valid_preds, n_boot, seed, title, meta, train_df)
 
 # %% ../nbs/05_report.ipynb #c9b00fc6
 def _check_report_dir(out:Path):
@@ -183,7 +184,29 @@ def _check_report_dir(out:Path):
                                       f"its folder whole, so choose a new or empty folder (--out) or move them.")
 
 # %% ../nbs/05_report.ipynb #c2bfd374
-def _write_report(out, preds, classes, history, external, probe, valid_preds, n_boot, seed, title, meta):
+def _vs_source_prior(preds, classes, train_df, n_boot, seed):
+    "(metrics.json entry, report blocks): the model minus the hospital-only baseline on the same images, paired; or why there is none"
+    why = None
+    if train_df is None: why = 'no training rows were given'
+    elif preds['source'].nunique() < 2: why = 'the test images come from one source'
+    else:
+        tr = train_df[train_df['label'].astype(str).isin(classes)]
+        if not len(tr): why = "the training rows have none of the model's classes"
+    if why: return dict(skipped=why), [('p', f"No hospital-only baseline: {why}.")]
+    sp = source_prior_preds(tr, preds, classes)
+    d = paired_diff(sp, preds, classes, metrics=('accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc'), n_boot=n_boot, seed=seed)
+    d['verdict'] = d.verdict.replace({'B higher': 'model higher', 'A higher': 'baseline higher'})
+    t = pd.DataFrame({'baseline': d.a.map('{:.3f}'.format), 'model': d.b.map('{:.3f}'.format),
+                      'model minus baseline (95% CI)': [f"{x:+.3f} ({lo:+.3f} to {hi:+.3f})" for x, lo, hi in zip(d['diff'], d.lo, d.hi)],
+                      'verdict': d.verdict}, index=d.index)
+    entry = dict(n_train=len(tr), n_boot=n_boot, **{m: dict(baseline=r.a, model=r.b, diff=r['diff'], lo=r.lo, hi=r.hi, verdict=r.verdict) for m, r in d.iterrows()})
+    return entry, [('h', 2, 'Against the hospital-only baseline'),
+                   ('p', f"A predictor that only knows the hospital: each test image gets the label frequencies of its source's "
+                         f"{len(tr)} training images (`covidxr.metrics.source_prior_preds`). On source-confounded data it can score "
+                         f"well; the model is compared with it on the same images (paired patient bootstrap, n={n_boot}):"),
+                   ('table', t)]
+
+def _write_report(out, preds, classes, history, external, probe, valid_preds, n_boot, seed, title, meta, train_df=None):
     r = metrics_with_ci(preds, classes, n_boot=n_boot, seed=seed)
     atomic_write(out/'preds.csv', preds.to_csv(index=False))
     atomic_write(out/'per_class.csv', r['per_class'].to_csv())
@@ -225,6 +248,7 @@ def _write_report(out, preds, classes, history, external, probe, valid_preds, n_
         t['sensitivity'] = [_fmt_pct(a, b, c) if cl != '(all)' else '' for cl, a, b, c in zip(t['class'], t.sensitivity, t.sensitivity_lo, t.sensitivity_hi)]
         t['PPV'] = [_fmt_pct(a, b, c) if cl != '(all)' else '' for cl, a, b, c in zip(t['class'], t.ppv, t.ppv_lo, t.ppv_hi)]
         blocks.append(('table', t[['source', 'class', 'support', 'accuracy', 'sensitivity', 'PPV']].set_index(['source', 'class'])))
+        res['vs_source_prior'], more = _vs_source_prior(preds, classes, train_df, n_boot, seed); blocks += more
     if probe is not None:
         res['source_probe'] = probe
         rows = ([('all labels', probe['overall'])] if probe.get('overall') else []) + [(f'within {k}', v) for k, v in probe['within_label'].items()]
@@ -260,7 +284,8 @@ def evaluate(learn_or_preds, # a fastai Learner, or a test predictions table
              n_boot:int=1000, # bootstrap replicates
              seed:int=42, # bootstrap and probe seed
              title:str|None=None, # report title
-             meta:dict|None=None # run description saved in metrics.json (arch, aug, pretrained, ...)
+             meta:dict|None=None, # run description saved in metrics.json (arch, aug, pretrained, ...)
+             train_df:pd.DataFrame|None=None # training rows for the hospital-only baseline; default: `df`'s rows with split == 'train'
             )->dict:
     "Evaluate a learner (or predictions) and write the report folder; returns the metrics dict"
     probe_fn = globals()['source_probe']
@@ -272,6 +297,7 @@ def evaluate(learn_or_preds, # a fastai Learner, or a test predictions table
     else:
         learn = learn_or_preds
         if df is None: raise ValueError("evaluate(learner, df=...): the test rows are needed")
+        if train_df is None and 'split' in df and (df['split'] == 'train').any(): train_df = df[df['split'] == 'train']
         if 'split' in df and (df['split'] == 'test').any() and not (df['split'] == 'test').all(): df = df[df['split'] == 'test']
         probe_on = source_probe and 'source' in df and df['source'].nunique() > 1
         preds, feats = get_preds_df(learn, df, tta=tta, features=True) if probe_on else (get_preds_df(learn, df, tta=tta), None)
@@ -286,7 +312,7 @@ def evaluate(learn_or_preds, # a fastai Learner, or a test predictions table
         meta.setdefault('model', type(learn.model).__name__)
         meta.setdefault('n_params', int(sum(p.numel() for p in learn.model.parameters())))
     return report_from_preds(preds, out, history=history, external=ext, probe=probe, valid_preds=vp, n_boot=n_boot, seed=seed,
-                             title=title or 'covidxr evaluation report', meta=meta)
+                             title=title or 'covidxr evaluation report', meta=meta, train_df=train_df)
 
 # %% ../nbs/05_report.ipynb #027919e9
 def evaluate_run(run:str|Path, # run folder written by training (card.json + weights.safetensors)
