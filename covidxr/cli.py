@@ -100,7 +100,7 @@ def train(data:str='cxr-mini', # dataset name (looked up like `find_dataset`) or
         print('Split: ' + ', '.join(f"{k} {v}" for k, v in sp.split.value_counts().items()))
         test = sp[sp.split == 'test']
         if len(test):
-            m = evaluate_run(run, test, run/'report', device=device)
+            m = evaluate_run(run, test, run/'report', device=device, train_df=sp[sp.split == 'train'])   # train rows: the hospital-only baseline
             res.update(report=run/'report', metrics=m)
             print(f"Trained in {t_train/60:.1f} min; test split ({len(test)} images"
                   f"{', with test-time augmentation as the recipe says' if m.get('tta') else ''}):")

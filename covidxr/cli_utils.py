@@ -116,6 +116,9 @@ def _print_metrics(m:dict, out:Path):
             ci = f" (95% CI {v['lo']:.3f}-{v['hi']:.3f})" if v.get('lo') is not None and v.get('hi') is not None else ''
             print(f"  {k:<18} {v['value']:.3f}{ci}")
     if 'n_images' in m: print(f"  on {m['n_images']} images of {m['n_patients']} patients")
+    b = (m.get('vs_source_prior') or {}).get('macro_f1') if isinstance(m, dict) else None
+    if b: print(f"  vs the hospital-only baseline (macro_f1 {b['baseline']:.3f}): {b['diff']:+.3f} "
+                f"(95% CI {b['lo']:+.3f} to {b['hi']:+.3f}, paired), {b['verdict']}")
     rep = out/'report.html' if (out/'report.html').exists() else out/'report.md'
     print(f"Report: {rep}")
 

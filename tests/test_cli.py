@@ -37,6 +37,7 @@ def run(tmp_path_factory, mini):
     assert len(lines) == 5 and lines[0].startswith('  epoch 1/1, 32 px, head only: train_loss ') and 'whole net' in lines[1]
     assert '|███' not in out
     assert json.loads((d/'run'/'config.json').read_text())['num_workers'] == 1   # --workers reaches the DataLoaders' record
+    assert 'vs the hospital-only baseline (macro_f1 ' in out   # the report compared it with the run's training rows, paired
     return d/'run'
 
 def test_train_writes_run_folder_and_report(run):
@@ -57,6 +58,7 @@ def test_train_writes_run_folder_and_report(run):
     assert list(sp.columns) == ['path', 'label', 'patient_id', 'source', 'split'] and not sp.path.duplicated().any()
     assert (sp.groupby(['split', 'label']).size() == 6).all() and set(sp.split) == {'train', 'test'}   # covid_resnet: valid_pct=0
     assert sorted(pd.read_csv(rep/'preds.csv').path) == sorted(sp[sp.split == 'test'].path)
+    vs = m['vs_source_prior']; assert vs['n_train'] == 18 and set(vs) >= {'accuracy', 'macro_f1', 'macro_auc'}   # the run's 18 training rows
 
 def test_evaluate_defaults_to_the_runs_own_split(run, tmp_path):
     sp = pd.read_csv(run/'splits.csv', keep_default_na=False)
