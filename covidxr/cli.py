@@ -157,6 +157,7 @@ def evaluate(model:str=None, # run folder written by `covidxr train` (card.json 
         opts = dict(classes=classes, label_map=label_map, skip_bad=skip_bad)
         df = _read_data(data, format, **opts) if data else _run_splits(run)
         sp = df['split'].fillna('').astype(str) if 'split' in df else None
+        train_rows = df[sp == 'train'] if sp is not None and split != 'train' and (sp == 'train').any() else None   # the hospital-only baseline
         if split != 'all' and sp is not None and (sp != '').any():
             if split not in ('train', 'valid', 'test'): raise CliError(f"Unknown split {split!r} (--split): use test, valid, train or all.")
             df = df[sp == split]
@@ -180,7 +181,7 @@ def evaluate(model:str=None, # run folder written by `covidxr train` (card.json 
         print(f"Evaluating {run} on {data or 'its own split (splits.csv)'} ({len(df)} images{'' if split == 'all' else ', split ' + split})"
               + (f" and on {external} ({len(ext)} images, external)" if ext is not None else ''))
         from covidxr.report import evaluate_run
-        m = evaluate_run(run, df, out, external=ext, tta=tta, bs=bs, device=device, **({'meta': dict(skipped=skipped)} if skipped else {}))
+        m = evaluate_run(run, df, out, external=ext, tta=tta, bs=bs, device=device, train_df=train_rows, **({'meta': dict(skipped=skipped)} if skipped else {}))
         _print_metrics(m, out)
         return dict(report=out, metrics=m)
 
@@ -283,7 +284,7 @@ def demo(data:str='cxr-mini', # dataset name or path
          recipe:str='cxr_scratch', # recipe: `cxr_scratch` trains from scratch on a CPU (`covidxr.learn.RECIPES`)
          scale:float=None, # image-size factor of the recipe (None: its own size, 160 px), epochs unchanged
          seed:int=42, # seed
-         cache:bool=True, # decode every image once into a downsized cache (data/.cache or $COVIDXR_CACHE)
+         cache:bool=True, # the flag: decode the original files every epoch, not once into the downsized cache (data/.cache or $COVIDXR_CACHE); default: the cache
          device:str=None, # cpu, cuda, mps
          debug:bool=False # show the full traceback on errors
         ):

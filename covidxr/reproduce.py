@@ -139,6 +139,7 @@ def reproduce(paper, # seed paper: '000'...'004' (or 2, 'seed002')
         meta = dict(paper=paper, run=d['key'], arch=d['arch'], aug=d['aug'], pretrained=r.pretrained, quick=quick,
                     seconds_train=round(secs, 1), hardware=hw)
         metrics[d['key']] = m = evaluate_run(rdir, test, external=external, device=device, n_boot=n_boot, seed=seed, source_probe=not quick,
+                                             train_df=df[df['split'] == 'train'],
                                              meta=meta, title=f"Seed {paper}, {d['key']}{' (QUICK)' if quick else ''}")
         acc = m['overall']['accuracy']
         rows.append(dict(run=d['key'], folder=rdir.name, pretrained=r.pretrained, aug=r.aug,

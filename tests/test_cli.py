@@ -201,6 +201,10 @@ def test_compare_runs_table(run, mini, tmp_path):
     assert list(pt.metric) == ['accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc'] and set(pt.model) == {'tta'}
     acc = lambda f: json.loads((f/'metrics.json').read_text())['overall']['accuracy']['value']
     assert np.isclose(pt['diff'][0], acc(tmp_path/'tta') - acc(tmp_path/'no-tta'))
+    # `covidxr evaluate --data` scores the test split and takes the hospital-only baseline from the data's train rows
+    n_train = (pd.read_csv(Path(mini)/'labels.csv').split == 'train').sum() if Path(mini).is_dir() else None
+    vs = json.loads((tmp_path/'tta'/'metrics.json').read_text())['vs_source_prior']
+    assert 'skipped' not in vs and (n_train is None or vs['n_train'] == n_train), vs
     assert 'Each run minus single, on the same' in out and 'paired.csv' in out
     code, _, err = call('compare', run, tmp_path/'nothing')
     one_line_error(code, err, 'nothing', 'metrics.json')
