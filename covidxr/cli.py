@@ -261,7 +261,7 @@ def compare(*runs:str, # run folders written by `covidxr train` (with report/) o
             debug:bool=False # show the full traceback on errors
            ):
     "One table across runs, like seed 002's Tables 4/5: model x accuracy/precision/sensitivity with 95% CIs; on shared test images also each run minus the first (paired CIs)"
-    from covidxr.report import compare_runs
+    from covidxr.compare import compare_runs
     if not runs: raise CliError("No runs given: pass run folders written by `covidxr train` (each holds report/metrics.json).")
     for r in runs:
         p = Path(r).expanduser()

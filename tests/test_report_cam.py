@@ -48,7 +48,8 @@ def test_gradcam_every_registry_arch(arch, image_path):
 
 def test_compare_runs_reads_meta_and_needs_metrics(tmp_path):
     from covidxr.metrics import make_preds
-    from covidxr.report import report_from_preds, compare_runs
+    from covidxr.report import report_from_preds
+    from covidxr.compare import compare_runs
     cls = ['a', 'b']; rng = np.random.default_rng(0); runs = []
     for arch in ('m1', 'm2'):
         for pre in (True, False):
@@ -117,7 +118,8 @@ def test_report_one_ece_and_one_header_row(tmp_path):
 
 def test_compare_keeps_every_run_folder(tmp_path):
     "Runs sharing architecture and settings (two seeds) are two rows, not one"
-    from covidxr.report import report_from_preds, compare_runs
+    from covidxr.report import report_from_preds
+    from covidxr.compare import compare_runs
     runs = []
     for s in range(3):
         d = tmp_path/f'seed{s}'/'report'; report_from_preds(_preds(s), d, n_boot=10, meta=dict(arch='resnet18', aug='none', pretrained=False))
