@@ -189,6 +189,7 @@ def _vs_source_prior(preds, classes, train_df, n_boot, seed):
     why = None
     if train_df is None: why = 'no training rows were given'
     elif preds['source'].nunique() < 2: why = 'the test images come from one source'
+    elif not {'label', 'source'} <= set(train_df.columns): why = 'the training rows have no `label` and `source` columns'
     else:
         tr = train_df[train_df['label'].astype(str).isin(classes)]
         if not len(tr): why = "the training rows have none of the model's classes"
