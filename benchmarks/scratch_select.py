@@ -185,12 +185,12 @@ def rescore(name, data='cxr-mini', out='models/select', seed=42):
 def against(names, base, out='models/select'):
     "Each variant minus `base` on the same validation images (paired patient bootstrap), single-pass and with TTA; and TTA minus single-pass for each"
     import pandas as pd
-    from covidxr.metrics import paired_diff
+    from covidxr.metrics import paired_diff, paired_text
     rows = []
     def add(variant, base_name, kind, a, b):
-        t = paired_diff(pd.read_csv(a), pd.read_csv(b), metrics=('accuracy', 'macro_f1', 'macro_auc'))
+        t = paired_diff(pd.read_csv(a), pd.read_csv(b), metrics=('accuracy', 'macro_f1', 'macro_auc'), names=('base', 'variant'))
         rows.extend(dict(variant=variant, base=base_name, scoring=kind, metric=m, base_value=round(x['a'], 3), value=round(x['b'], 3),
-                         diff=f"{x['diff']:+.3f} ({x['lo']:+.3f} to {x['hi']:+.3f})", verdict=x['verdict']) for m, x in t.iterrows())
+                         diff=txt, verdict=x['verdict']) for (m, x), txt in zip(t.iterrows(), paired_text(t)))
     for n, ts in names:
         fb, fv = _preds_files(Path(out), base[0], base[1]), _preds_files(Path(out), n, ts)
         miss = [str(f) for f in (*fb, *fv) if not f.exists()]

@@ -91,7 +91,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     warnings.filterwarnings('ignore')
     from covidxr.data import read_dataset, make_splits, sample_per_class, ImageCache
-    from covidxr.metrics import per_source_metrics, paired_diff, source_prior_preds
+    from covidxr.metrics import per_source_metrics, paired_diff, paired_text, source_prior_preds
     from covidxr.render import md_table
     from covidxr.learn import get_recipe
     df = make_splits(read_dataset(a.data), valid_pct=get_recipe('cxr_scratch').valid_pct, seed=a.seed)   # the demo's split
@@ -117,15 +117,14 @@ def main(argv=None):
     base, ours = t.iloc[0], t.iloc[1]
     print(f"\ncovidxr macro-F1 CI lower bound {ours.f1_lo:.3f} vs plain fastai macro-F1 {base.f1:.3f}: "
           + ('above' if ours.f1_lo > base.f1 else 'NOT above'))
-    pd_ = paired_diff(pf, pr, cf)
+    pd_ = paired_diff(pf, pr, cf, names=('plain fastai', 'covidxr'))
     print(f"\ncovidxr minus plain fastai on the same {pd_.attrs['n_images']} test images (paired patient bootstrap, n=1000, 95% CI):")
-    pd_['verdict'] = pd_.verdict.replace({'B higher': 'covidxr higher', 'A higher': 'plain fastai higher'})
     print(pd_.rename(columns=dict(a='plain fastai', b='covidxr')).round(3).to_string())
     sp = source_prior_preds(df[df.split != 'test'], df[df.split == 'test'], cf)
     print("\nEach minus the hospital-only baseline (every test image gets its source's training label frequencies), paired:")
     for name, pp in (('covidxr', pr), ('plain fastai', pf)):
         d = paired_diff(sp, pp, cf, metrics=('accuracy', 'macro_f1', 'macro_auc'))
-        print(f"  {name}: " + '; '.join(f"{m} {x['b']:.3f} vs {x['a']:.3f}: {x['diff']:+.3f} ({x['lo']:+.3f} to {x['hi']:+.3f})" for m, x in d.iterrows()))
+        print(f"  {name}: " + '; '.join(f"{m} {b:.3f} vs {a:.3f}: {t}" for m, a, b, t in zip(d.index, d.a, d.b, paired_text(d))))
     if a.preds:
         Path(a.preds).mkdir(parents=True, exist_ok=True)
         pf.to_csv(Path(a.preds)/'plain_fastai.csv', index=False); pr.to_csv(Path(a.preds)/'covidxr.csv', index=False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import atomic_write, load_json
-from .metrics import paired_diff, PAIRED_METRICS
+from .metrics import paired_diff, paired_text, PAIRED_METRICS
 from .render import md_table
 
 # %% auto #0
@@ -23,9 +23,12 @@ def _find_key(d, key):
             if r is not None: return r
     return None
 
+def _report_dir(d)->Path:
+    "The report folder: `d` itself, or `d/report` (a run folder)"
+    p = Path(d); return p if (p/'metrics.json').exists() else p/'report'
+
 def _run_info(p:Path):
-    p = Path(p)
-    mj = p/'metrics.json' if (p/'metrics.json').exists() else p/'report'/'metrics.json'
+    p = Path(p); mj = _report_dir(p)/'metrics.json'
     if not mj.exists(): raise FileNotFoundError(f"No metrics.json in {p} or {p/'report'}: run `evaluate` on this run first")
     m = load_json(mj); extra = {}
     for q in (mj.parent, mj.parent.parent):
@@ -46,9 +49,6 @@ def _unique_models(long:pd.DataFrame)->list:
     return m.tolist()
 
 # %% ../nbs/05b_compare.ipynb #426e28a6
-def _report_dir(d)->Path:
-    p = Path(d); return p if (p/'metrics.json').exists() else p/'report'
-
 def paired_to_first(run_dirs:list, # report folders, or run folders with a `report/` subfolder; the first is the baseline
                     names:list|None=None, # one label per run (default: the folder names)
                     metrics:tuple=PAIRED_METRICS, # see `covidxr.metrics.paired_diff`
@@ -63,16 +63,15 @@ def paired_to_first(run_dirs:list, # report folders, or run folders with a `repo
         return pd.read_csv(f, dtype={'path': str, 'label': str, 'patient_id': str, 'source': str, 'pred': str}, keep_default_na=False)
     base, rows = preds(run_dirs[0]), []
     for d, n in zip(run_dirs[1:], names[1:]):
-        try: t = paired_diff(base, preds(d), metrics=metrics, n_boot=n_boot, seed=seed)
+        try: t = paired_diff(base, preds(d), metrics=metrics, n_boot=n_boot, seed=seed, names=(names[0], n))
         except ValueError as e: raise ValueError(f"{_run_name(d)} vs {_run_name(run_dirs[0])}: {e}") from None
-        t['verdict'] = t.verdict.replace({'B higher': 'higher than the baseline', 'A higher': 'lower than the baseline'})
         rows.append(t.reset_index().assign(model=n, baseline=names[0], n_images=t.attrs['n_images']))
     return pd.concat(rows, ignore_index=True)[['model', 'baseline', 'metric', 'a', 'b', 'diff', 'lo', 'hi', 'verdict', 'n_images']]
 
 def _paired_md(pt, why)->str:
     if pt is None: return f"\nNo paired comparison: {why}.\n"
     t = pt.assign(**{c: pt[c].map(lambda v: f"{v:.3f}") for c in ('a', 'b')},
-                  diff=[f"{d:+.3f} ({lo:+.3f} to {hi:+.3f})" for d, lo, hi in zip(pt['diff'], pt.lo, pt.hi)])
+                  diff=paired_text(pt))
     t = t.rename(columns=dict(a='baseline value', b='value', diff='difference (95% CI)'))
     return (f"\n### Each run minus {pt.baseline.iloc[0]}, on the same {pt.n_images.iloc[0]} images\n\n"
             + md_table(t[['model', 'metric', 'baseline value', 'value', 'difference (95% CI)', 'verdict']].set_index('model'))

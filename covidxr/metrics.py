@@ -14,8 +14,9 @@ _all_ = ['ECE_BINS', 'reliability_table', 'ece', 'brier', 'apply_temperature', '
 # %% auto #0
 __all__ = ['WILSON', 'BOOT_CLASS', 'BOOT_OVERALL', 'PAIRED_METRICS', 'prob_cols', 'infer_classes', 'check_preds', 'preds_arrays',
            'make_preds', 'confusion', 'wilson_ci', 'per_class_metrics', 'overall_metrics', 'bootstrap_ci', 'fast_stats',
-           'metrics_with_ci', 'paired_diff', 'per_source_metrics', 'source_confounding', 'source_prior_preds',
-           'ECE_BINS', 'reliability_table', 'ece', 'brier', 'apply_temperature', 'fit_temperature']
+           'metrics_with_ci', 'paired_diff', 'paired_text', 'per_source_metrics', 'source_confounding',
+           'source_prior_preds', 'ECE_BINS', 'reliability_table', 'ece', 'brier', 'apply_temperature',
+           'fit_temperature']
 
 # %% ../nbs/04_metrics.ipynb #a853da1d
 def prob_cols(classes:list # class names in vocab order
@@ -310,10 +311,13 @@ def metrics_with_ci(preds:pd.DataFrame, # predictions table
 # %% ../nbs/04_metrics.ipynb #0c2d6977
 PAIRED_METRICS = ('accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc')
 
+def _scores(y, yh, P, k, n_bins):
+    "`fast_stats` plus accuracy"
+    s = fast_stats(y, yh, P, k, n_bins); s['accuracy'] = float((y == yh).mean()); return s
+
 def _paired_stat(k, metrics, n_bins):
     def stat(y, ya, Pa, yb, Pb):
-        a, b = fast_stats(y, ya, Pa, k, n_bins), fast_stats(y, yb, Pb, k, n_bins)
-        a['accuracy'], b['accuracy'] = float((y == ya).mean()), float((y == yb).mean())
+        a, b = _scores(y, ya, Pa, k, n_bins), _scores(y, yb, Pb, k, n_bins)
         return {m: b[m] - a[m] for m in metrics}
     return stat
 
@@ -344,7 +348,8 @@ def paired_diff(preds_a:pd.DataFrame, # predictions table of model A (the baseli
                 seed:int=42, # bootstrap seed
                 alpha:float=0.05, # 1 - confidence level
                 n_bins:int=ECE_BINS, # ECE bins
-                group_col:str='patient_id' # resample this column's groups (A's); images when absent
+                group_col:str='patient_id', # resample this column's groups (A's); images when absent
+                names:tuple=('A', 'B') # what the verdict calls the two models
                )->pd.DataFrame:
     "B − A per metric on the same images, with a paired patient-level bootstrap CI (each replicate scores both models on one draw of patients)"
     unknown = [m for m in metrics if m not in ('accuracy', *BOOT_OVERALL)]
@@ -355,13 +360,17 @@ def paired_diff(preds_a:pd.DataFrame, # predictions table of model A (the baseli
     groups = a[group_col].to_numpy() if group_col in a.columns else None
     bt = bootstrap_ci(_paired_stat(len(classes), metrics, n_bins), y, ya, Pa, yb, Pb, groups=groups, strata=y,
                       n_boot=n_boot, seed=seed, alpha=alpha)
-    def score(yh, P): s = fast_stats(y, yh, P, len(classes), n_bins); s['accuracy'] = float((y == yh).mean()); return s
-    sa, sb = score(ya, Pa), score(yb, Pb)
+    sa, sb = (_scores(y, yh, P, len(classes), n_bins) for yh, P in ((ya, Pa), (yb, Pb)))
     out = pd.DataFrame(dict(a=[sa[m] for m in metrics], b=[sb[m] for m in metrics], diff=bt.estimate.to_numpy(),
                             lo=bt.lo.to_numpy(), hi=bt.hi.to_numpy()), index=pd.Index(metrics, name='metric'))
-    out['verdict'] = np.where(out.lo > 0, 'B higher', np.where(out.hi < 0, 'A higher', 'no clear difference'))
+    out['verdict'] = np.where(out.lo > 0, f'{names[1]} higher', np.where(out.hi < 0, f'{names[0]} higher', 'no clear difference'))
     out.attrs.update(n_images=len(a), n_boot=n_boot, seed=seed, alpha=alpha, ci_unit='patients' if groups is not None else 'images')
     return out
+
+def paired_text(t:pd.DataFrame # from `paired_diff`
+               )->list:
+    "Each row's difference with its CI as text, e.g. '+0.014 (-0.024 to +0.051)'"
+    return [f"{d:+.3f} ({lo:+.3f} to {hi:+.3f})" for d, lo, hi in zip(t['diff'], t['lo'], t['hi'])]
 
 # %% ../nbs/04_metrics.ipynb #d7101ae6
 def per_source_metrics(preds:pd.DataFrame, # predictions table

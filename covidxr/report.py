@@ -195,10 +195,10 @@ def _vs_source_prior(preds, classes, train_df, n_boot, seed):
         if not len(tr): why = "the training rows have none of the model's classes"
     if why: return dict(skipped=why), [('p', f"No hospital-only baseline: {why}.")]
     sp = source_prior_preds(tr, preds, classes)
-    d = paired_diff(sp, preds, classes, metrics=('accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc'), n_boot=n_boot, seed=seed)
-    d['verdict'] = d.verdict.replace({'B higher': 'model higher', 'A higher': 'baseline higher'})
+    d = paired_diff(sp, preds, classes, metrics=('accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc'), n_boot=n_boot, seed=seed,
+                    names=('baseline', 'model'))
     t = pd.DataFrame({'baseline': d.a.map('{:.3f}'.format), 'model': d.b.map('{:.3f}'.format),
-                      'model minus baseline (95% CI)': [f"{x:+.3f} ({lo:+.3f} to {hi:+.3f})" for x, lo, hi in zip(d['diff'], d.lo, d.hi)],
+                      'model minus baseline (95% CI)': paired_text(d),
                       'verdict': d.verdict}, index=d.index)
     entry = dict(n_train=len(tr), n_boot=n_boot, **{m: dict(baseline=r.a, model=r.b, diff=r['diff'], lo=r.lo, hi=r.hi, verdict=r.verdict) for m, r in d.iterrows()})
     return entry, [('h', 2, 'Against the hospital-only baseline'),
