@@ -213,6 +213,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'covidxr.inference._img_error': ('inference.html#_img_error', 'covidxr/inference.py'),
                                    'covidxr.inference._run_dls': ('inference.html#_run_dls', 'covidxr/inference.py'),
                                    'covidxr.inference._size2': ('inference.html#_size2', 'covidxr/inference.py'),
+                                   'covidxr.inference._tta_probs': ('inference.html#_tta_probs', 'covidxr/inference.py'),
                                    'covidxr.inference.build_model': ('inference.html#build_model', 'covidxr/inference.py'),
                                    'covidxr.inference.card_signature': ('inference.html#card_signature', 'covidxr/inference.py'),
                                    'covidxr.inference.export_onnx': ('inference.html#export_onnx', 'covidxr/inference.py'),

@@ -193,6 +193,7 @@ def predict(*images:str, # image files and/or folders (searched recursively)
             cam:str=None, # folder for Grad-CAM overlays of the predicted class (one PNG per image)
             bs:int=32, # batch size
             bf16:bool=False, # bf16 autocast: faster on a CPU with bf16 kernels, probabilities within ~0.01 of fp32
+            tta:bool=False, # test-time augmentation with the run's training augmentations (seeded): the probabilities its report scored; about 5x slower
             debug:bool=False # show the full traceback on errors
            ):
     "Predict images with a trained run: one CSV row per image with every class probability and the predicted label"
@@ -208,13 +209,14 @@ def predict(*images:str, # image files and/or folders (searched recursively)
     out = check_out_file(out)
     cam_dir = check_out_dir(cam, '--cam') if cam else None
     m, card = load_run(run)
-    preds = predict_paths((m, card), files, bs=bs, progress=len(files) > bs, bf16=bf16)
+    preds = predict_paths((m, card), files, bs=bs, progress=len(files) > bs, bf16=bf16, tta=tta)
     atomic_write(out, preds.to_csv(index=False).encode('utf-8', 'surrogateescape'))   # a non-UTF-8 file name: its own bytes
     bad = preds[preds.error != '']
     for r in bad.itertuples(): print(f"covidxr predict: {r.path}: {r.error}", file=sys.stderr)
     counts = preds[preds.error == ''].pred.value_counts()
-    print(f"Predicted {len(preds) - len(bad)} of {len(preds)} images{' (bf16)' if bf16 else ''} -> {out}" +
+    print(f"Predicted {len(preds) - len(bad)} of {len(preds)} images{' (bf16)' if bf16 else ''}{' with TTA' if tta else ''} -> {out}" +
           (f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if len(counts) else ''))
+    if card.get('tta') and not tta: print("This run's report scored with test-time augmentation: add --tta for its probabilities.")
     if cam_dir is not None:
         from covidxr.interpret import write_cams
         n = len(write_cams(m, preds, cam_dir, classes=card['classes'], size=tuple(card['size']), stats=(card['mean'], card['std'])))

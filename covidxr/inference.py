@@ -249,7 +249,8 @@ def predict_paths(run_dir_or_model, # run folder, or `(model, card)` from `load_
                   bs:int=32, # batch size
                   channels_last:bool=True, # channels_last memory format on CPU
                   progress:bool=False, # show a progress bar
-                  bf16:bool=False # bf16 autocast (see `predict_batch`); a CPU without bf16 kernels warns and predicts in fp32
+                  bf16:bool=False, # bf16 autocast (see `predict_batch`); a CPU without bf16 kernels warns and predicts in fp32
+                  tta:bool=False # fastai test-time augmentation with the run's training augmentations, seeded: the probabilities the run's report scored (`covidxr.report.get_preds_df`); about 5x slower
                  )->pd.DataFrame:
     "One row per image: `path`, `p_<class>`..., `pred`, `error` (empty when the image was predicted)"
     model, card = _as_model_card(run_dir_or_model)
@@ -270,7 +271,8 @@ def predict_paths(run_dir_or_model, # run folder, or `(model, card)` from `load_
         for i in range(s, min(s + bs, len(files))):
             try: items.append(load_item(files[i], card, tfms)); idx.append(i)
             except Exception as e: errors[i] = _img_error(files[i], e)
-        if items: probs[idx] = predict_batch(model, normalize_batch(torch.stack(items), card), channels_last, bf16).numpy()
+        if items and not tta: probs[idx] = predict_batch(model, normalize_batch(torch.stack(items), card), channels_last, bf16).numpy()
+    if tta: probs = _tta_probs(model, card, files, errors, bs, bf16)
     for i in np.flatnonzero(~np.isfinite(probs).all(1)):   # a damaged model: an error in that row, never a result
         if not errors[i]: errors[i] = 'non-finite probabilities (the weights or the card\'s normalisation are broken)'
     probs[[bool(e) for e in errors]] = np.nan
@@ -278,13 +280,26 @@ def predict_paths(run_dir_or_model, # run folder, or `(model, card)` from `load_
     res['error'] = errors
     return res
 
+def _tta_probs(model, card, files, errors, bs, bf16):
+    "Probabilities of the decodable `files` with fastai's `tta`, computed as the run's report computes them (NaN rows for the others)"
+    from covidxr.report import get_preds_df
+    probs = np.full((len(files), len(card['classes'])), np.nan)
+    ok = [i for i, e in enumerate(errors) if not e]
+    if not ok: return probs
+    dev = next(model.parameters()).device
+    learn = run_learner((model, card), None, bs=bs, device=dev, aug='card')
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        t = get_preds_df(learn, pd.DataFrame({'path': [str(files[i]) for i in ok]}), tta=True)
+    probs[ok] = t[[f'p_{c}' for c in card['classes']]].to_numpy(np.float64)
+    return probs
+
 def _img_error(path, e)->str:
     if not Path(path).exists(): return 'file not found'
     msg = str(e).splitlines()[0] if str(e) else ''
     return f'cannot decode image ({type(e).__name__}{": " + msg if msg else ""})'
 
 # %% ../nbs/07_inference.ipynb #41df9250
-def run_learner(run_dir:str|Path, # run folder
+def run_learner(run_dir:str|Path|tuple, # run folder, or `(model, card)` from `load_run`
                 df:pd.DataFrame|None=None, # data to evaluate (DataFrame contract); None: no data (use `learn.dls.test_dl(...)`)
                 bs:int=32, # batch size
                 device:str|None=None, # default: `covidxr.core.pick_device()`
@@ -295,7 +310,7 @@ def run_learner(run_dir:str|Path, # run folder
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import accuracy
     from covidxr.core import pick_device
-    model, card = load_run(run_dir)
+    model, card = _as_model_card(run_dir)
     dev = pick_device(device)
     if aug == 'card':
         if 'aug' not in card: warnings.warn(f"{card['_dir']}/card.json does not say which augmentations the run trained with "
@@ -317,7 +332,7 @@ def _run_dls(card, df, bs, device, aug='none'):
             blank = pd.DataFrame(dict(path=[str(f)]*2, label=[classes[0]]*2, patient_id=['a', 'b'], source=['blank']*2,
                                       split=['train', 'valid']))
             return cxr_dls(blank, size=tuple(card['size']), bs=bs, resize=card.get('resize', 'squish'), vocab=classes,
-                           device=device, aug='none').new_empty()
+                           device=device, aug=aug).new_empty()
     unknown = sorted(set(df['label'].astype(str)) - set(classes)) if 'label' in df else []
     if unknown: raise ValueError(f"Labels {unknown} are not among the model's classes {classes}: map them first "
                                  f"(e.g. read_dataset(..., label_map=...)) or evaluate a model trained on them.")
