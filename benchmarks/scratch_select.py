@@ -15,7 +15,8 @@ then prints each variant minus BASE with a paired patient-bootstrap CI (`covidxr
 images score both, which separates far smaller differences than two overlapping CIs. 5-10 minutes per variant on 2 CPU cores (bf16 ones faster).
 Besides Recipe fields a variant may set `mixup` (fastai's `MixUp(alpha)` callback), `prog` (progressive resizing:
 (size, epochs) stages, one-cycle each) `ema` (an EMA of the weights, decay per step, kept at the end), `srcbal`
-(batches sampled evenly over (source, label) groups), `zinit` (zero-init residual BatchNorm), `arch` (a timm ResNet from scratch) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
+(batches sampled evenly over (source, label) groups), `zinit` (zero-init residual BatchNorm), `arch` (a timm ResNet from scratch), `aug` (a preset of `EXTRA_AUG` below, e.g. no flip or fastai's
+random-resized crop, registered in covidxr's `AUG_PRESETS` for the experiment) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
 covidxr's recipes, predict and web app have no CLAHE).
 """
 import argparse, dataclasses, time, warnings
@@ -50,7 +51,31 @@ VARIANTS = {
     # timm's resnet18d: ResNet-D (3-conv deep stem, average-pool shortcut downsampling; "Bag of tricks", He et al. 2019),
     # zero-init last BatchNorm, the same widths as resnet18
     'r18d_crop_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', arch='resnet18d')),
+    # fastai's augmentation without the horizontal flip: a chest film is not left-right symmetric (heart, aortic knob,
+    # gastric bubble), and a mirrored film is not one a model will be shown
+    'noflip_crop_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip')),
+    # ten times the weight decay (0.1, decoupled): stronger regularisation for ~900 images from scratch
+    'wd01_crop_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', wd=0.1)),
+    # scale augmentation as fastai trains from scratch (`aug_transforms(size=, min_scale=)`: RandomResizedCropGPU):
+    # items resized to 200 px, a random 50-100% square of it scaled to 160 px in training, the whole item in scoring
+    'rrc_200to160x16': (200, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_rrc160')),
+    # both at the model's own size: items resized to 160 px, a random 50-100% square of it scaled back to 160 px in
+    # training (so the crops are upsampled), the item unchanged in scoring: inference needs no second resize
+    'noflip_rrc_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip_rrc160')),
 }
+
+# augmentation presets of the variants above, registered in covidxr's `AUG_PRESETS` for the experiment only
+def _aug(**kw):
+    def preset(size=None):
+        from fastai.vision.all import aug_transforms
+        return aug_transforms(**kw)
+    return preset
+EXTRA_AUG = {'fastai_noflip': _aug(do_flip=False), 'fastai_rrc160': _aug(size=160, min_scale=0.5),
+             'fastai_noflip_rrc160': _aug(do_flip=False, size=160, min_scale=0.5)}
+
+def _register_aug(name):
+    from covidxr.data import AUG_PRESETS
+    if name in EXTRA_AUG: AUG_PRESETS.setdefault(name, EXTRA_AUG[name])
 
 def _register_timm(name):
     "Experiment only: a timm ResNet from scratch in covidxr's registry (no ImageNet weights are asked for)"
@@ -132,6 +157,7 @@ def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
     kw = dict(kw); mixup, prog, clahe, ema = kw.pop('mixup', None), kw.pop('prog', None), kw.pop('clahe', False), kw.pop('ema', None)
     srcbal, zinit = kw.pop('srcbal', False), kw.pop('zinit', False)
     if kw.get('arch', '').startswith('resnet18d'): _register_timm(kw['arch'])
+    _register_aug(kw.get('aug', ''))
     stages = ([Stage(f'{s}px', s, [Step('whole', e, lr)]) for s, e in prog] if prog else
               [Stage('main', size, [Step('whole', epochs, lr)])])
     r = dataclasses.replace(get_recipe('cxr_scratch', seed=seed if train_seed is None else train_seed), stages=stages, evaluate='final', valid_pct=0.2, **kw)
@@ -178,6 +204,7 @@ def rescore(name, data='cxr-mini', out='models/select', seed=42):
     if not (run/'config.json').exists(): raise SystemExit(f"no run folder {str(run)!r}: train the variant first")
     ts = load_json(run/'config.json')['recipe']['seed']
     if VARIANTS[name][3].get('arch', '').startswith('resnet18d'): _register_timm(VARIANTS[name][3]['arch'])
+    _register_aug(VARIANTS[name][3].get('aug', ''))
     d = _split(data, seed)
     plain, tta = _valid_preds(run_learner(run, d[d.split == 'valid'], aug='card', device='cpu'), d, Path(out), name, ts)
     return dict(variant=name, train_seed=ts, n_valid=len(plain), valid_macro_f1=_f1(plain), with_tta=_f1(tta))
