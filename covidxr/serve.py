@@ -56,6 +56,8 @@ def _metrics_md(m:dict|None)->list:
               for k, v in m['overall'].items()]
     meths = sorted({v.get('method') for v in m['overall'].values() if v.get('method')})
     if meths: lines += ['', 'Intervals: ' + '; '.join(meths) + '.']
+    if m.get('tta'): lines += ['', "Scored with test-time augmentation (fastai `tta`); this page predicts single-pass, so its "
+                                   "probabilities differ a little from those (`covidxr predict --tta` gives them)."]
     sc = m.get('source_confounding')
     if sc and sc.get('warn'):
         lines += ['', f"> ⚠️ **Warning from the run's report.** {_confounding_text(sc)} (The tables it mentions are in "
