@@ -209,6 +209,7 @@ def predict(*images:str, # image files and/or folders (searched recursively)
     out = check_out_file(out)
     cam_dir = check_out_dir(cam, '--cam') if cam else None
     m, card = load_run(run)
+    if tta: print(f"Predicting {len(files)} images with test-time augmentation (the plain pass and 4 augmented ones)...", flush=True)
     preds = predict_paths((m, card), files, bs=bs, progress=len(files) > bs, bf16=bf16, tta=tta)
     atomic_write(out, preds.to_csv(index=False).encode('utf-8', 'surrogateescape'))   # a non-UTF-8 file name: its own bytes
     bad = preds[preds.error != '']
