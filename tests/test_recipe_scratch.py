@@ -71,6 +71,11 @@ def test_report_scores_with_tta_as_the_recipe_says(mini, tmp_path):
     cols = [k for k in pa if k.startswith('p_')]
     pd.testing.assert_frame_equal(pa, pb)                        # seeded: the same numbers
     assert (pa[cols] - pc[cols]).abs().to_numpy().max() > 1e-4   # TTA changed the probabilities
+    from covidxr.inference import predict_paths
+    pp = predict_paths(run, list(test.path), tta=True)           # `covidxr predict --tta`: the report's probabilities
+    assert list(pp.path) == list(pa.path) and (pp.error == '').all()
+    assert abs(pp[cols].to_numpy() - pa[cols].to_numpy()).max() < 1e-6
+    assert abs(predict_paths(run, list(test.path))[cols].to_numpy() - pc[cols].to_numpy()).max() < 1e-5   # single-pass: the --no-tta report
     card = load_json(run/'card.json'); card.pop('tta'); save_json(card, run/'card.json')
     assert not evaluate_run(run, test, tmp_path/'d', device='cpu', n_boot=50)['tta']
 
