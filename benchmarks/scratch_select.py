@@ -7,7 +7,7 @@ disjoint `valid` split only (the test split is removed before training). Issue #
     .venv/bin/python benchmarks/scratch_select.py NAME --rescore         # predictions of NAME's existing run folder
     .venv/bin/python benchmarks/scratch_select.py --list
 
-Each variant is `cxr_scratch` with one stage and the fields given, final weights (`evaluate='final'`); the split is
+Each variant is `cxr_scratch` (with `BASE`'s fields: fastai's augmentation, weight decay 0.01) with one stage and the fields given, final weights (`evaluate='final'`); the split is
 `make_splits(valid_pct=0.2, seed=42)`. Prints macro-F1 on `valid` with its patient-bootstrap 95% CI, with and without
 fastai's test-time augmentation (seeded, as covidxr's report does), and the training wall time; the validation
 predictions tables are saved beside the run folders (`OUT/NAME.seedS.valid_preds[_tta].csv`). `--against BASE[:SEED]`
@@ -23,6 +23,9 @@ import argparse, dataclasses, time, warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+# The fields every variant starts from: `cxr_scratch` as it was while these variants were run (it adopted no flip and weight
+# decay 0.1 on 2026-11-30), so that each row of the table in 03a_recipes reruns as it ran
+BASE = dict(aug='fastai', wd=0.01)
 # name: (size, epochs, peak LR, other Recipe fields)
 VARIANTS = {
     'fp32_160x16':      (160, 16, 2e-3, dict(cpu_bf16=False, channels_last=False, resize='squish')),
@@ -56,6 +59,8 @@ VARIANTS = {
     'noflip_crop_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip')),
     # ten times the weight decay (0.1, decoupled): stronger regularisation for ~900 images from scratch
     'wd01_crop_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', wd=0.1)),
+    # both: no flip and weight decay 0.1
+    'noflip_wd01_crop_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip', wd=0.1)),
     # scale augmentation as fastai trains from scratch (`aug_transforms(size=, min_scale=)`: RandomResizedCropGPU):
     # items resized to 200 px, a random 50-100% square of it scaled to 160 px in training, the whole item in scoring
     'rrc_200to160x16': (200, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_rrc160')),
@@ -160,7 +165,7 @@ def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
     _register_aug(kw.get('aug', ''))
     stages = ([Stage(f'{s}px', s, [Step('whole', e, lr)]) for s, e in prog] if prog else
               [Stage('main', size, [Step('whole', epochs, lr)])])
-    r = dataclasses.replace(get_recipe('cxr_scratch', seed=seed if train_seed is None else train_seed), stages=stages, evaluate='final', valid_pct=0.2, **kw)
+    r = dataclasses.replace(get_recipe('cxr_scratch', seed=seed if train_seed is None else train_seed), stages=stages, evaluate='final', valid_pct=0.2, **{**BASE, **kw})
     cbs = []
     if mixup:
         from fastai.callback.mixup import MixUp

@@ -145,7 +145,7 @@ def evaluate(model:str=None, # run folder written by `covidxr train` (card.json 
              external:str=None, # a second dataset evaluated in full as external validation
              out:str=None, # report folder (default: <model>/eval-<data name>)
              tta:Annotated[bool, "test-time augmentation (fastai `tta`, with the run's training augmentations)",
-                          {'action': argparse.BooleanOptionalAction}]=None, # default: as the run's recipe says (cxr_scratch: on)
+                          {'action': argparse.BooleanOptionalAction}]=None, # default: as the run's recipe says (cxr_scratch: off)
              bs:int=32, # batch size
              device:str=None, # cpu, cuda, mps
              debug:bool=False # show the full traceback on errors

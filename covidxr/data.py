@@ -76,6 +76,7 @@ class RandomAffine(AffineCoordTfm):
 AUG_PRESETS = {
     'none': lambda size=None: [],
     'fastai': lambda size=None: aug_transforms(),
+    'fastai_noflip': lambda size=None: aug_transforms(do_flip=False),
     'seed002': lambda size=None: [Rotate(max_deg=10, p=1.0, pad_mode=PadMode.Zeros), Translate(0.1),
                                   Flip(p=0.7, pad_mode=PadMode.Zeros), VFlip(p=0.2)],
     'covid_resnet': lambda size=None: aug_transforms(do_flip=True, flip_vert=True, max_rotate=15., max_lighting=0.2,

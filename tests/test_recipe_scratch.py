@@ -11,12 +11,12 @@ def test_fields():
     from covidxr.learn import get_recipe, RECIPES
     assert 'cxr_scratch' in RECIPES
     r = get_recipe('cxr_scratch')
-    assert (r.name, r.arch, r.pretrained, r.head, r.aug, r.resize, r.opt, r.bs) == \
-           ('cxr_scratch', 'resnet18', False, 'fastai', 'fastai', 'crop', 'adam', 32)
+    assert (r.name, r.arch, r.pretrained, r.head, r.aug, r.resize, r.opt, r.bs, r.wd) == \
+           ('cxr_scratch', 'resnet18', False, 'fastai', 'fastai_noflip', 'crop', 'adam', 32, 0.1)
     assert [(s.name, s.size) for s in r.stages] == [('main', 160)]
     steps = [t for s in r.stages for t in s.steps]
     assert [(t.epochs, t.lr, t.lr_lo, t.frozen, t.schedule) for t in steps] == [(16, 2e-3, None, False, 'one_cycle')]
-    assert (r.evaluate, r.valid_pct, r.cpu_bf16, r.channels_last, r.tta) == ('final', 0, True, True, True)
+    assert (r.evaluate, r.valid_pct, r.cpu_bf16, r.channels_last, r.tta) == ('final', 0, True, True, False)
     assert 'validation split' in r.notes and 'never on test' in r.notes and 'issue #11' in r.source
     assert r.provenance('ours') and r.provenance('fastai')   # every choice labelled
 
@@ -42,10 +42,10 @@ def test_trains_end_to_end(mini, tmp_path):
     final = {k: v.float() for k, v in learn.model.state_dict().items()}
     assert all(torch.equal(sd[k].float(), final[k]) for k in sd)   # evaluate='final': the last epoch's weights
     assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.float32}   # bf16 autocast only: fp32 weights
-    assert (card['aug'], card['tta']) == ('fastai', True)
+    assert (card['aug'], card['tta']) == ('fastai_noflip', False)
 
 def test_report_scores_with_tta_as_the_recipe_says(mini, tmp_path):
-    """The run's card says tta: `evaluate_run` then scores fastai's `learn.tta` with the run's training augmentations, seeded
+    """A recipe with tta=True (cxr_scratch until 2026-11-30) writes it in the card: `evaluate_run` then scores fastai's `learn.tta` with the run's training augmentations, seeded
     (same numbers twice, global generators untouched); tta=False scores one plain pass; a card without `tta` means no TTA"""
     import random
     from covidxr.data import read_dataset, make_splits, sample_per_class
@@ -53,7 +53,7 @@ def test_report_scores_with_tta_as_the_recipe_says(mini, tmp_path):
     from covidxr.inference import run_learner
     from covidxr.report import evaluate_run, get_preds_df
     from covidxr.core import save_json
-    r = get_recipe('cxr_scratch').scaled(size=0.25, max_epochs=1)
+    r = get_recipe('cxr_scratch', tta=True).scaled(size=0.25, max_epochs=1)
     df = sample_per_class(make_splits(read_dataset(mini), valid_pct=r.valid_pct, seed=42), 3)
     train_recipe(r, df, tmp_path/'run', show=False, device='cpu')
     run, test = tmp_path/'run', df[df.split == 'test']
