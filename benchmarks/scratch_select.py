@@ -15,8 +15,8 @@ then prints each variant minus BASE with a paired patient-bootstrap CI (`covidxr
 images score both, which separates far smaller differences than two overlapping CIs. 5-10 minutes per variant on 2 CPU cores (bf16 ones faster).
 Besides Recipe fields a variant may set `mixup` (fastai's `MixUp(alpha)` callback), `prog` (progressive resizing:
 (size, epochs) stages, one-cycle each) `ema` (an EMA of the weights, decay per step, kept at the end), `srcbal`
-(batches sampled evenly over (source, label) groups), `zinit` (zero-init residual BatchNorm), `arch` (a timm ResNet from scratch), `aug` (a preset of `EXTRA_AUG` below, e.g. no flip or fastai's
-random-resized crop, registered in covidxr's `AUG_PRESETS` for the experiment) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
+(batches sampled evenly over (source, label) groups), `zinit` (zero-init residual BatchNorm), `arch` (a timm ResNet from scratch), `aug` (a covidxr `AUG_PRESETS` name, e.g. 'fastai_noflip', or one of
+`EXTRA_AUG` below, fastai's random-resized crop, registered in `AUG_PRESETS` for the experiment) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
 covidxr's recipes, predict and web app have no CLAHE).
 """
 import argparse, dataclasses, time, warnings
@@ -75,7 +75,7 @@ def _aug(**kw):
         from fastai.vision.all import aug_transforms
         return aug_transforms(**kw)
     return preset
-EXTRA_AUG = {'fastai_noflip': _aug(do_flip=False), 'fastai_rrc160': _aug(size=160, min_scale=0.5),
+EXTRA_AUG = {'fastai_rrc160': _aug(size=160, min_scale=0.5),   # ('fastai_noflip' is covidxr's own preset since 2026-11-30)
              'fastai_noflip_rrc160': _aug(do_flip=False, size=160, min_scale=0.5)}
 
 def _register_aug(name):
