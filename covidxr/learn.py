@@ -277,8 +277,9 @@ def train_recipe(recipe:str|Recipe, # a `RECIPES` name or a `Recipe`
             raise
 
 # %% ../nbs/03_learn.ipynb #cc4fbb2e
-def _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, device, num_workers, cache, cbs, show,
-           distributed, quick, distrib_fit, rank_device, on_error):
+def _open_run(r, data, out, state, lr_find, weights, max_per_class, device, num_workers, distributed, quick, rank_device, on_error):
+    """Before any epoch: the checkpoint to resume from, the checked data, weights present, config/state/splits written.
+    Returns (df, state, checkpoint or None, device, num_workers, vocab)"""
     sfile, ckf, hist = out/'state.json', out/'checkpoint.pth', out/'history.csv'
     ck = load_checkpoint(ckf) if state and ckf.exists() else None
     if state and not ck and len(state['done']) < len(r.stages):
@@ -310,6 +311,23 @@ def _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, dev
     (out/'.best.safetensors').unlink(missing_ok=True)   # best weights a kill left uncommitted
     if hist.exists():   # drop the rows after the checkpoint: those epochs run again
         h = pd.read_csv(hist); atomic_write(hist, h[h['run_epoch'] < state['run_epoch']].to_csv(index=False))
+    return df, state, ck, dev, num_workers, vocab
+
+def _close_run(learn, r, state, df, out):
+    "After the stages: the card (once a weights file exists), the final weights loaded and the checkpoint gone when finished"
+    finished = len(state['done']) == len(r.stages)
+    if state['best'] is not None and (out/'weights.safetensors').exists():
+        save_card(_card(learn, r, state, df, dls_stats(learn.dls)), out)
+        if finished: learn.model.load_state_dict(load_state_file(out/'weights.safetensors'))
+    if finished: (out/'checkpoint.pth').unlink(missing_ok=True)   # a finished run has nothing to resume: its weights, stages and history stay
+    learn.cxr.monitor, learn.cxr.run_dir, learn.cxr.recipe, learn.cxr.state = r.monitor, out, r, state
+    return learn
+
+def _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, device, num_workers, cache, cbs, show,
+           distributed, quick, distrib_fit, rank_device, on_error):
+    df, state, ck, dev, num_workers, vocab = _open_run(r, data, out, state, lr_find, weights, max_per_class, device,
+                                                      num_workers, distributed, quick, rank_device, on_error)
+    hist = out/'history.csv'
     nxt = (len(r.stages), 0, 0) if len(state['done']) == len(r.stages) else _next_pos(r, state.get('pos'))
     learn = None
     for i, s in enumerate(r.stages):
@@ -354,13 +372,7 @@ def _train(r, data, out, state, stop_after, lr_find, weights, max_per_class, dev
         learn = cxr_learner(dls, r.arch, pretrained=False, head=r.head, path=out, opt_func=_opt_func(r), wd=r.wd)
         learn.cxr.pretrained = r.pretrained
         input_stats(dls, r, state)
-    finished = len(state['done']) == len(r.stages)
-    if state['best'] is not None and (out/'weights.safetensors').exists():
-        save_card(_card(learn, r, state, df, dls_stats(learn.dls)), out)
-        if finished: learn.model.load_state_dict(load_state_file(out/'weights.safetensors'))
-    if finished: ckf.unlink(missing_ok=True)   # a finished run has nothing to resume: its weights, stages and history stay
-    learn.cxr.monitor, learn.cxr.run_dir, learn.cxr.recipe, learn.cxr.state = r.monitor, out, r, state
-    return learn
+    return _close_run(learn, r, state, df, out)
 
 # %% ../nbs/03_learn.ipynb #e7e59849
 def covid_resnet(data='cxr-mini', # a DataFrame or a dataset name/path
