@@ -166,6 +166,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'covidxr.data.Translate.__init__': ('data.html#translate.__init__', 'covidxr/data.py'),
                               'covidxr.data.VFlip': ('data.html#vflip', 'covidxr/data.py'),
                               'covidxr.data.VFlip.__init__': ('data.html#vflip.__init__', 'covidxr/data.py'),
+                              'covidxr.data.WeightedWorkerAugDL': ('data.html#weightedworkeraugdl', 'covidxr/data.py'),
                               'covidxr.data.WorkerAugDL': ('data.html#workeraugdl', 'covidxr/data.py'),
                               'covidxr.data.WorkerAugDL.__iter__': ('data.html#workeraugdl.__iter__', 'covidxr/data.py'),
                               'covidxr.data.WorkerAugDL.do_batch': ('data.html#workeraugdl.do_batch', 'covidxr/data.py'),

@@ -13,7 +13,7 @@ from fastcore.parallel import parallel
 from fastcore.basics import store_attr
 from fastai.vision.all import (PILImage, DataBlock, ImageBlock, CategoryBlock, ColReader, IndexSplitter, Resize,
     ResizeMethod, PadMode, Normalize, aug_transforms, Rotate, Flip, Brightness, Contrast, AffineCoordTfm, DataLoaders,
-    TensorImage, Transform, affine_mat, setup_aug_tfms, TfmdDL, to_device)
+    TensorImage, Transform, affine_mat, setup_aug_tfms, TfmdDL, WeightedDL, to_device)
 from torch.utils.data import get_worker_info
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 from .core import pick_device, atomic_write
@@ -28,7 +28,7 @@ from .readers import _Problems, _check_one
 __all__ = ['AUG_PRESETS', 'RESIZE', 'CHANNEL_AGNOSTIC', 'Translate', 'VFlip', 'RandomAffine', 'default_cache_dir', 'ImageCache',
            'decode_cache_file', 'check_images', 'check_classes', 'check_data', 'DlsInfo', 'CopyPath', 'TensorImageCopy',
            'PILCXR', 'PILCXRCopy', 'PILCXRGray', 'PILCXRGrayCopy', 'GrayTo3', 'CXRGetter', 'CopyAug', 'WorkerAugDL',
-           'usable_cores', 'default_workers', 'cxr_dls']
+           'WeightedWorkerAugDL', 'usable_cores', 'default_workers', 'cxr_dls']
 
 # %% ../nbs/01e_data.ipynb #9f985423
 def _translate_mat(x, max_pct=0.1):
@@ -322,6 +322,10 @@ class WorkerAugDL(TfmdDL):
         self.after_iter()
         if hasattr(self, 'it'): del self.it
 
+class WeightedWorkerAugDL(WorkerAugDL, WeightedDL):
+    "fastai's `WeightedDL` (training indices drawn with `wgts`, in the training process) with `WorkerAugDL`'s batch transforms in the workers"
+    pass
+
 # %% ../nbs/01e_data.ipynb #5d9de649
 def usable_cores()->int:
     "CPU cores this process may run on (its affinity mask; `os.cpu_count()` where there is none)"
@@ -348,7 +352,7 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
             label_col:str='label', path_col:str='path',
             copy_col:str='aug_copy', # rows with this set are augmented copies: then only they are augmented (item-level `CopyAug`)
             gray:bool=True, # one channel until `GrayTo3` (when every transform treats channels alike); False: 3 from the start
-            worker_aug:bool|None=None, # batch transforms in the worker processes (`WorkerAugDL`); None: with workers, no CUDA, no balance='sample'
+            worker_aug:bool|None=None, # batch transforms in the worker processes (`WorkerAugDL`); None: with workers and no CUDA
             grid_step:int=4 # affine/warp sampling grid computed every `grid_step` pixels and interpolated (`CoarseGridAffine`); 1: fastai's full grid
            )->DataLoaders:
     "fastai DataLoaders for a covidxr table: train = split 'train', valid = 'valid' (else 'test')"
@@ -393,9 +397,11 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
     tl = d.loc[d['split'] == 'train', label_col]; present = [v for v in vocab if (tl == v).any()]
     w = dict(zip(present, class_weights_for(tl, present).tolist()))   # classes absent from training: weight 0
     cw = torch.tensor([w.get(v, 0.) for v in vocab], dtype=torch.float32)
-    if balance in (True, 'sample'):
+    if balance in (True, 'sample'):   # fastai's `weighted_dataloaders`, with the worker-augmenting loader where asked
         w = cw.numpy()[d[label_col].map({v: i for i, v in enumerate(vocab)}).values]
-        dls = dblock.weighted_dataloaders(d, wgts=w, **kw)
+        dss = dblock.datasets(d)
+        dls = dss.dataloaders(dl_type=WeightedWorkerAugDL if worker_aug else WeightedDL, dl_kwargs=({'wgts': w[dss.splits[0]]}, {}),
+                              after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
     elif balance in (False, None, 'weights'): dls = dblock.dataloaders(d, dl_type=WorkerAugDL if worker_aug else None, **kw)
     else: raise ValueError(f"balance must be False, True/'sample' or 'weights', not {balance!r}")
     dls.train.rng = random.Random(seed)
