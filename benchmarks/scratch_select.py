@@ -15,7 +15,7 @@ then prints each variant minus BASE with a paired patient-bootstrap CI (`covidxr
 images score both, which separates far smaller differences than two overlapping CIs. 5-10 minutes per variant on 2 CPU cores (bf16 ones faster).
 Besides Recipe fields a variant may set `mixup` (fastai's `MixUp(alpha)` callback), `prog` (progressive resizing:
 (size, epochs) stages, one-cycle each) `ema` (an EMA of the weights, decay per step, kept at the end), `srcbal`
-(batches sampled evenly over (source, label) groups), `zinit` (zero-init residual BatchNorm), `arch` (a timm ResNet from scratch), `aug` (a covidxr `AUG_PRESETS` name, e.g. 'fastai_noflip', or one of
+(batches sampled evenly over (source, label) groups), `zinit` (zero-init residual BatchNorm), `arch` (covidxr's registry name, or timm's resnet18d registered for the experiment; from scratch), `aug` (a covidxr `AUG_PRESETS` name, e.g. 'fastai_noflip', or one of
 `EXTRA_AUG` below, fastai's random-resized crop, registered in `AUG_PRESETS` for the experiment) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
 covidxr's recipes, predict and web app have no CLAHE).
 """
@@ -67,6 +67,11 @@ VARIANTS = {
     # both at the model's own size: items resized to 160 px, a random 50-100% square of it scaled back to 160 px in
     # training (so the crops are upsampled), the item unchanged in scoring: inference needs no second resize
     'noflip_rrc_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip_rrc160')),
+    # what twice the compute buys (beyond the 10-minute budget; a ceiling check, 2026-11-30): the recipe (no flip, weight
+    # decay 0.1) trained twice as long, with a twice as deep network, or at 224 px (about twice the pixels)
+    'noflip_wd01_crop_160x32': (160, 32, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip', wd=0.1)),
+    'noflip_wd01_r34_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip', wd=0.1, arch='resnet34')),
+    'noflip_wd01_crop_224x16': (224, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip', wd=0.1)),
 }
 
 # augmentation presets of the variants above, registered in covidxr's `AUG_PRESETS` for the experiment only
