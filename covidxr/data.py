@@ -8,6 +8,7 @@ import os, io, random, hashlib, warnings, shutil, math, copy
 from pathlib import Path
 from dataclasses import dataclass
 import numpy as np, pandas as pd, torch
+import covidxr   # noqa: F401 (first: its __init__ silences fastai's import-time deprecation warnings)
 from PIL import Image
 from fastcore.parallel import parallel
 from fastcore.basics import store_attr

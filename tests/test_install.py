@@ -111,3 +111,11 @@ def test_test_runs_leave_no_temp_files(_private_tmp, tmp_path):
     assert not any(tmp_path.iterdir())
     opts = tomllib.loads((ROOT/'pyproject.toml').read_text())['tool']['pytest']['ini_options']
     assert opts['tmp_path_retention_policy'] == 'failed'
+
+def test_import_is_quiet():
+    "Importing every covidxr module (and so fastai, torch, pandas) raises no warning: with `-W error` any would stop it"
+    code = ("import importlib, pkgutil, covidxr\n"
+            "for m in pkgutil.iter_modules(covidxr.__path__):\n"
+            "    if not m.name.startswith('_'): importlib.import_module('covidxr.' + m.name)\n")
+    r = subprocess.run([sys.executable, '-W', 'error', '-c', code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
