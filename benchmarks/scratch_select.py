@@ -13,9 +13,9 @@ fastai's test-time augmentation (seeded, as covidxr's report does), and the trai
 predictions tables are saved beside the run folders (`OUT/NAME.seedS.valid_preds[_tta].csv`). `--against BASE[:SEED]`
 then prints each variant minus BASE with a paired patient-bootstrap CI (`covidxr.metrics.paired_diff`): the same 217
 images score both, which separates far smaller differences than two overlapping CIs. 5-10 minutes per variant on 2 CPU cores (bf16 ones faster).
-Besides Recipe fields a variant may set `mixup` (fastai's `MixUp(alpha)` callback), `prog` (progressive resizing:
+Besides Recipe fields a variant may set `mixup` (fastai's `MixUp(alpha)` callback), `cutmix` (fastai's `CutMix(alpha)`), `prog` (progressive resizing:
 (size, epochs) stages, one-cycle each) `ema` (an EMA of the weights, decay per step, kept at the end), `srcbal`
-(batches sampled evenly over (source, label) groups), `zinit` (zero-init residual BatchNorm), `arch` (covidxr's registry name, or timm's resnet18d registered for the experiment; from scratch), `aug` (a covidxr `AUG_PRESETS` name, e.g. 'fastai_noflip', or one of
+(batches sampled evenly over (source, label) groups), `zinit` (zero-init residual BatchNorm), `arch` (covidxr's registry name, or timm's resnet18d/resnet10t registered for the experiment; from scratch), `aug` (a covidxr `AUG_PRESETS` name, e.g. 'fastai_noflip', or one of
 `EXTRA_AUG` below, fastai's random-resized crop, registered in `AUG_PRESETS` for the experiment) or `clahe` (CLAHE on every resized item, for that variant only; an experiment:
 covidxr's recipes, predict and web app have no CLAHE).
 """
@@ -72,6 +72,10 @@ VARIANTS = {
     'noflip_wd01_crop_160x32': (160, 32, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip', wd=0.1)),
     'noflip_wd01_r34_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip', wd=0.1, arch='resnet34')),
     'noflip_wd01_crop_224x16': (224, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip', wd=0.1)),
+    # within the budget: fastai's CutMix (alpha 1) on the recipe; and a smaller network at a larger size, timm's resnet10t
+    # (one block per stage, deep stem; ~1.1 GFLOPs at 224 px against resnet18's ~0.93 at 160) at 224 px
+    'noflip_wd01_cutmix_160x16': (160, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip', wd=0.1, cutmix=1.0)),
+    'noflip_wd01_r10t_224x16': (224, 16, 2e-3, dict(cpu_bf16=True, channels_last=True, resize='crop', aug='fastai_noflip', wd=0.1, arch='resnet10t')),
 }
 
 # augmentation presets of the variants above, registered in covidxr's `AUG_PRESETS` for the experiment only
@@ -86,6 +90,8 @@ EXTRA_AUG = {'fastai_rrc160': _aug(size=160, min_scale=0.5),   # ('fastai_noflip
 def _register_aug(name):
     from covidxr.data import AUG_PRESETS
     if name in EXTRA_AUG: AUG_PRESETS.setdefault(name, EXTRA_AUG[name])
+
+TIMM_ARCHS = ('resnet18d', 'resnet10t')   # timm ResNets the variants use, registered in covidxr's ARCHS for the experiment
 
 def _register_timm(name):
     "Experiment only: a timm ResNet from scratch in covidxr's registry (no ImageNet weights are asked for)"
@@ -165,8 +171,8 @@ def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
     from covidxr.recipes import Stage, Step
     size, epochs, lr, kw = VARIANTS[name]
     kw = dict(kw); mixup, prog, clahe, ema = kw.pop('mixup', None), kw.pop('prog', None), kw.pop('clahe', False), kw.pop('ema', None)
-    srcbal, zinit = kw.pop('srcbal', False), kw.pop('zinit', False)
-    if kw.get('arch', '').startswith('resnet18d'): _register_timm(kw['arch'])
+    srcbal, zinit, cutmix = kw.pop('srcbal', False), kw.pop('zinit', False), kw.pop('cutmix', None)
+    if kw.get('arch', '') in TIMM_ARCHS: _register_timm(kw['arch'])
     _register_aug(kw.get('aug', ''))
     stages = ([Stage(f'{s}px', s, [Step('whole', e, lr)]) for s, e in prog] if prog else
               [Stage('main', size, [Step('whole', epochs, lr)])])
@@ -175,6 +181,9 @@ def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
     if mixup:
         from fastai.callback.mixup import MixUp
         cbs.append(MixUp(mixup))
+    if cutmix:
+        from fastai.callback.mixup import CutMix
+        cbs.append(CutMix(cutmix))
     if ema: cbs.append(_ema_cb(ema))
     if zinit: cbs.append(_zero_init_cb())
     d = _split(data, seed)
@@ -183,7 +192,7 @@ def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
         learn = train_recipe(r, d, out=Path(out)/name, overwrite=True, cache=True, show=False, device='cpu', cbs=cbs)
     secs = time.time() - t0
     plain, tta = _valid_preds(learn, d, Path(out), name, r.seed)
-    return dict(variant=name, train_seed=r.seed, size=size, epochs=epochs, lr=lr, **kw, mixup=mixup, prog=prog, clahe=clahe, ema=ema, srcbal=srcbal, zinit=zinit, n_valid=len(plain), train_s=round(secs),
+    return dict(variant=name, train_seed=r.seed, size=size, epochs=epochs, lr=lr, **kw, mixup=mixup, cutmix=cutmix, prog=prog, clahe=clahe, ema=ema, srcbal=srcbal, zinit=zinit, n_valid=len(plain), train_s=round(secs),
                 valid_macro_f1=_f1(plain), with_tta=_f1(tta))
 
 def _split(data='cxr-mini', seed=42):
@@ -213,7 +222,7 @@ def rescore(name, data='cxr-mini', out='models/select', seed=42):
     run = Path(out)/name
     if not (run/'config.json').exists(): raise SystemExit(f"no run folder {str(run)!r}: train the variant first")
     ts = load_json(run/'config.json')['recipe']['seed']
-    if VARIANTS[name][3].get('arch', '').startswith('resnet18d'): _register_timm(VARIANTS[name][3]['arch'])
+    if VARIANTS[name][3].get('arch', '') in TIMM_ARCHS: _register_timm(VARIANTS[name][3]['arch'])
     _register_aug(VARIANTS[name][3].get('aug', ''))
     d = _split(data, seed)
     plain, tta = _valid_preds(run_learner(run, d[d.split == 'valid'], aug='card', device='cpu'), d, Path(out), name, ts)
