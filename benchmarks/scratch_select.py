@@ -155,16 +155,14 @@ def _clahe_patch():
 def _source_balance_patch():
     "Experiment only: inside the block, `train_recipe`'s training batches are sampled (fastai's `WeightedDL`) with weights 1/(training images of the row's (source, label) group)"
     import covidxr.learn as L
-    from fastai.data.block import DataBlock
-    orig_dls, orig_w = L.cxr_dls, DataBlock.weighted_dataloaders
-    def weighted(self, source, wgts, **k):
-        g = source['source'].astype(str) + '|' + source['label'].astype(str)
-        n = g[source['split'] == 'train'].value_counts()
-        return orig_w(self, source, (1/g.map(n).fillna(1)).to_numpy(), **k)
-    def cxr_dls(*a, **k): return orig_dls(*a, **dict(k, balance='sample'))
-    L.cxr_dls, DataBlock.weighted_dataloaders = cxr_dls, weighted
+    orig_dls = L.cxr_dls
+    def cxr_dls(df, *a, **k):
+        g = df['source'].astype(str) + '|' + df['label'].astype(str)
+        n = g[df['split'] == 'train'].value_counts()
+        return orig_dls(df.assign(_srcbal_w=1/g.map(n).fillna(1)), *a, **dict(k, balance='sample', wgt_col='_srcbal_w'))
+    L.cxr_dls = cxr_dls
     try: yield
-    finally: L.cxr_dls, DataBlock.weighted_dataloaders = orig_dls, orig_w
+    finally: L.cxr_dls = orig_dls
 
 def score(name, data='cxr-mini', out='models/select', seed=42, train_seed=None):
     from covidxr.learn import get_recipe, train_recipe

@@ -173,6 +173,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'covidxr.data._cache_one': ('data.html#_cache_one', 'covidxr/data.py'),
                               'covidxr.data._decoded_key': ('data.html#_decoded_key', 'covidxr/data.py'),
                               'covidxr.data._random_affine_mat': ('data.html#_random_affine_mat', 'covidxr/data.py'),
+                              'covidxr.data._row_weights': ('data.html#_row_weights', 'covidxr/data.py'),
                               'covidxr.data._translate_mat': ('data.html#_translate_mat', 'covidxr/data.py'),
                               'covidxr.data._vflip_mat': ('data.html#_vflip_mat', 'covidxr/data.py'),
                               'covidxr.data._write_skipped': ('data.html#_write_skipped', 'covidxr/data.py'),

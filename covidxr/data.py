@@ -339,6 +339,16 @@ def default_workers(device=None # torch device (default: `pick_device()`)
     return min(16, usable_cores()) if pick_device(device).type != 'cpu' else 0
 
 # %% ../nbs/01e_data.ipynb #86c1ba2a
+def _row_weights(d, col, path_col):
+    "The sampling weights in column `col`: every training row's a finite number >= 0, some > 0, or an error naming the rows"
+    if col not in d: raise CXRDataError(f"no column {col!r} of sampling weights (wgt_col)")
+    w = pd.to_numeric(d[col], errors='coerce').to_numpy(float)
+    tr = (d['split'] == 'train').to_numpy(); bad = tr & ~(np.isfinite(w) & (w >= 0))
+    if bad.any(): raise CXRDataError(f"{bad.sum()} training row(s) with a sampling weight ({col!r}) that is not a number >= 0: " +
+                                     ', '.join(f"{d[path_col].iloc[i]} ({d[col].iloc[i]!r})" for i in np.flatnonzero(bad)[:5]))
+    if not (w[tr] > 0).any(): raise CXRDataError(f"every training row has sampling weight 0 ({col!r})")
+    return np.where(tr, w, 0.)
+
 def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_splits`)
             size:int=224, # square input size
             bs:int=32, # batch size
@@ -346,6 +356,7 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
             resize:str='squish', # 'squish' | 'pad' | 'crop'
             vocab:list|None=None, # class order (default: sorted labels)
             balance:bool|str=False, # True/'sample': class-balanced sampling (NumPy's global RNG); 'weights': only `dls.cxr.class_weights`
+            wgt_col:str|None=None, # with balance='sample': a column of per-row sampling weights instead of the class-balanced ones
             cache=None, # None/False; True (default cache, shorter side 320); an int (shorter side); a folder; an `ImageCache`
             num_workers:int=0, # DataLoader worker processes
             seed:int=42, # seed of the shuffling/sampling order
@@ -398,8 +409,9 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
     tl = d.loc[d['split'] == 'train', label_col]; present = [v for v in vocab if (tl == v).any()]
     w = dict(zip(present, class_weights_for(tl, present).tolist()))   # classes absent from training: weight 0
     cw = torch.tensor([w.get(v, 0.) for v in vocab], dtype=torch.float32)
+    if wgt_col is not None and balance not in (True, 'sample'): raise ValueError(f"wgt_col={wgt_col!r} needs balance='sample'")
     if balance in (True, 'sample'):   # fastai's `weighted_dataloaders`, with the worker-augmenting loader where asked
-        w = cw.numpy()[d[label_col].map({v: i for i, v in enumerate(vocab)}).values]
+        w = cw.numpy()[d[label_col].map({v: i for i, v in enumerate(vocab)}).values] if wgt_col is None else _row_weights(d, wgt_col, path_col)
         dss = dblock.datasets(d)
         dls = dss.dataloaders(dl_type=WeightedWorkerAugDL if worker_aug else WeightedDL, dl_kwargs=({'wgts': w[dss.splits[0]]}, {}),
                               after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
