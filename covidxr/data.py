@@ -8,7 +8,6 @@ import os, io, random, hashlib, warnings, shutil, math, copy
 from pathlib import Path
 from dataclasses import dataclass
 import numpy as np, pandas as pd, torch
-import covidxr   # noqa: F401 (first: its __init__ silences fastai's import-time deprecation warnings)
 from PIL import Image
 from fastcore.parallel import parallel
 from fastcore.basics import store_attr
@@ -325,7 +324,6 @@ class WorkerAugDL(TfmdDL):
 
 class WeightedWorkerAugDL(WorkerAugDL, WeightedDL):
     "fastai's `WeightedDL` (training indices drawn with `wgts`, in the training process) with `WorkerAugDL`'s batch transforms in the workers"
-    pass
 
 # %% ../nbs/01e_data.ipynb #5d9de649
 def usable_cores()->int:
@@ -389,9 +387,12 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
     elif isinstance(cache, int) and not isinstance(cache, bool): cache = ImageCache(size=cache)
     elif isinstance(cache, (str, Path)): cache = ImageCache(cache)
     elif cache in (None, False): cache = None
-    if cache is not None: cache.build(d[path_col].tolist(), on_error='raise')
     if resize not in RESIZE: raise ValueError(f"resize must be one of {list(RESIZE)}, not {resize!r}")
     if isinstance(aug, str) and aug not in AUG_PRESETS: raise ValueError(f"unknown augmentation preset {aug!r}; known: {list(AUG_PRESETS)}")
+    if balance not in (False, None, True, 'sample', 'weights'): raise ValueError(f"balance must be False, True/'sample' or 'weights', not {balance!r}")
+    if wgt_col is not None and balance not in (True, 'sample'): raise ValueError(f"wgt_col={wgt_col!r} needs balance='sample'")
+    row_w = None if wgt_col is None else _row_weights(d, wgt_col, path_col)   # every argument checked before the cache is built
+    if cache is not None: cache.build(d[path_col].tolist(), on_error='raise')
     tfms = coarse_grid_tfms(AUG_PRESETS[aug](size) if isinstance(aug, str) else list(aug or []), grid_step)
     copies = copy_col in d.columns and bool(d[copy_col].fillna(0).astype(bool).any())
     item_tfms = [Resize(size, method=RESIZE[resize], pad_mode=PadMode.Zeros)] + ([CopyAug(tfms)] if copies else [])
@@ -409,14 +410,12 @@ def cxr_dls(df:pd.DataFrame, # covidxr table with a split column (see `make_spli
     tl = d.loc[d['split'] == 'train', label_col]; present = [v for v in vocab if (tl == v).any()]
     w = dict(zip(present, class_weights_for(tl, present).tolist()))   # classes absent from training: weight 0
     cw = torch.tensor([w.get(v, 0.) for v in vocab], dtype=torch.float32)
-    if wgt_col is not None and balance not in (True, 'sample'): raise ValueError(f"wgt_col={wgt_col!r} needs balance='sample'")
     if balance in (True, 'sample'):   # fastai's `weighted_dataloaders`, with the worker-augmenting loader where asked
-        w = cw.numpy()[d[label_col].map({v: i for i, v in enumerate(vocab)}).values] if wgt_col is None else _row_weights(d, wgt_col, path_col)
+        w = cw.numpy()[d[label_col].map({v: i for i, v in enumerate(vocab)}).values] if row_w is None else row_w
         dss = dblock.datasets(d)
         dls = dss.dataloaders(dl_type=WeightedWorkerAugDL if worker_aug else WeightedDL, dl_kwargs=({'wgts': w[dss.splits[0]]}, {}),
                               after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
-    elif balance in (False, None, 'weights'): dls = dblock.dataloaders(d, dl_type=WorkerAugDL if worker_aug else None, **kw)
-    else: raise ValueError(f"balance must be False, True/'sample' or 'weights', not {balance!r}")
+    else: dls = dblock.dataloaders(d, dl_type=WorkerAugDL if worker_aug else None, **kw)
     dls.train.rng = random.Random(seed)
     dls.cxr = DlsInfo(valid_split=vname, class_weights=cw, cache=cache)
     return dls
